@@ -1,0 +1,29 @@
+#pragma once
+/// \file
+/// AtomicFile — write a file so that readers see either the old content or the complete new one:
+/// data goes to a temporary file in the same directory, which commit() fsyncs and renames over the
+/// target. Destroyed without commit(), the temporary file is removed. Torch-free; throws qdqbert::Error.
+
+#include <cstddef>
+#include <string>
+
+namespace qdqbert::io {
+
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t size);
+  void write(const std::string& s) { write(s.data(), s.size()); }
+  /// Flushes, fsyncs and renames the temporary file over the target.
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+}  // namespace qdqbert::io

@@ -1,0 +1,63 @@
+#pragma once
+/// \file
+/// safetensors read (mmap, zero-copy for little-endian contiguous data) and atomic write.
+/// Format: 8-byte little-endian header length N, N bytes of JSON
+/// {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, raw data.
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qdqbert::io {
+
+/// Header entry of one tensor.
+struct SafetensorsEntry {
+  std::string dtype;  ///< "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  ///< relative to the data section
+};
+
+/// An opened safetensors file. Tensors returned by `get` alias the read-only mapping (zero copy) and
+/// keep it alive; clone() before writing to them in place.
+class SafetensorsFile {
+ public:
+  /// Maps and validates `path` (header length, JSON, dtypes, shapes vs byte ranges, overlaps, bounds).
+  /// Throws c10::Error naming the file and key at fault.
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  /// Tensor names in file order (sorted by offset).
+  std::vector<std::string> keys() const;
+  bool contains(const std::string& key) const { return entries_.count(key) != 0; }
+  const SafetensorsEntry& entry(const std::string& key) const;
+  /// The tensor `key` (error naming the file when absent).
+  at::Tensor get(const std::string& key) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  std::string path_;
+  std::shared_ptr<void> mapping_;  // owns the mmap
+  const uint8_t* data_ = nullptr;  // start of the data section
+  uint64_t data_size_ = 0;
+  std::map<std::string, SafetensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+/// Reads every tensor of a file (name → tensor), zero copy.
+std::map<std::string, at::Tensor> load_safetensors(const std::string& path);
+
+/// Writes tensors (sorted by name, as the Python library does) with optional metadata, atomically:
+/// a temporary file in the same directory renamed over `path` once complete.
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory + fsync + rename).
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+}  // namespace qdqbert::io

@@ -1,0 +1,55 @@
+#pragma once
+/// \file
+/// Fake quantization ops — the C++ twin of pytorch_quantization.tensor_quant
+/// (`fake_tensor_quant`, `tensor_quant`) plus the torch-native full-range mode used for ONNX export.
+///
+/// Semantics (pytorch-quantization 2.1.2):
+///   max_bound = 2^(num_bits - 1 + unsigned) - 1
+///   min_bound = 0 (unsigned) | -max_bound (narrow_range) | -max_bound - 1
+///   scale     = max_bound / amax (float32); where amax <= 2^-24 the scale is 0 (outputs 0), reported as 1
+///   q         = clamp(round_half_even(x * scale), min_bound, max_bound)
+///   fake      = q / scale
+/// amax is broadcast against x: a 0-d / 1-element tensor is per-tensor; per-channel amax has size-1 dims
+/// everywhere except the channel axis or axes (e.g. [C,1,1], [1,1,C], [C,1,D]).
+/// Half and bfloat16 inputs are computed in float32 and returned in the input dtype.
+/// Gradient: straight-through estimator with clipping, grad_x = grad_y where |x| <= amax, else 0.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace qdqbert::ops {
+
+/// Largest representable code: 2^(num_bits - 1 + unsigned) - 1.
+double max_bound(int64_t num_bits, bool is_unsigned);
+/// Smallest representable code: 0 (unsigned), -max_bound (narrow range) or -max_bound - 1.
+double min_bound(int64_t num_bits, bool is_unsigned, bool narrow_range);
+
+/// Mirrors `pytorch_quantization.tensor_quant.fake_tensor_quant` (differentiable).
+at::Tensor fake_tensor_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8,
+                             bool is_unsigned = false, bool narrow_range = true);
+
+/// Mirrors `pytorch_quantization.tensor_quant.tensor_quant`: returns (integer-valued outputs, scale).
+/// The outputs are differentiable with the same straight-through estimator as fake_tensor_quant.
+std::tuple<at::Tensor, at::Tensor> tensor_quant(const at::Tensor& x, const at::Tensor& amax,
+                                                int64_t num_bits = 8, bool is_unsigned = false,
+                                                bool narrow_range = true);
+
+/// The "torch-native" fake quantization the reference switches to for ONNX export
+/// (`TensorQuantizer.use_fb_fake_quant`): torch::fake_quantize_per_tensor_affine /
+/// per_channel_affine with full range [-bound-1, bound] (signed) or [0, bound] (unsigned),
+/// scale = amax / bound, zero point 0. Per-channel amax must vary along exactly one axis.
+at::Tensor fake_quant_torch_native(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8,
+                                   bool is_unsigned = false);
+
+/// Reshapes a 1-D per-channel amax of size x.size(axis) to broadcast along `axis` of a rank-`ndim`
+/// tensor (negative axes count from the end), e.g. amax [C], axis 0, ndim 3 -> [C,1,1].
+at::Tensor amax_along_axis(const at::Tensor& amax, int64_t axis, int64_t ndim);
+
+/// max|x| reduced over every dim not in `keep_axes` (kept as size-1 dims); per-tensor (0-d) when
+/// keep_axes is empty. Negative entries count from the end. Mirrors `quant_utils.reduce_amax`.
+at::Tensor reduce_amax(const at::Tensor& x, const std::vector<int64_t>& keep_axes);
+
+}  // namespace qdqbert::ops

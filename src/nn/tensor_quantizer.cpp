@@ -1,0 +1,318 @@
+#include "qdqbert/nn/tensor_quantizer.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "nn/module_access.h"
+#include "qdqbert/ops/fake_quant.h"
+
+namespace qdqbert::nn {
+
+// ----------------------------------------------------------------------------------------------
+// Clip
+// ----------------------------------------------------------------------------------------------
+namespace {
+struct ClipFunction : public torch::autograd::Function<ClipFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cmin,
+                            const at::Tensor& cmax) {
+    ctx->save_for_backward({x, cmin, cmax});
+    return at::max(at::min(x, cmax), cmin);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto s = ctx->get_saved_variables();
+    const at::Tensor& g = grads[0];
+    at::Tensor min_mask = (s[0] > s[1]).to(g.scalar_type());
+    at::Tensor max_mask = (s[0] < s[2]).to(g.scalar_type());
+    at::Tensor gx = g * min_mask * max_mask;
+    at::Tensor gmin = (g * (1. - min_mask)).sum().reshape(s[1].sizes());
+    at::Tensor gmax = (g * (1. - max_mask)).sum().reshape(s[2].sizes());
+    return {gx, gmin, gmax};
+  }
+};
+}  // namespace
+
+ClipImpl::ClipImpl(double clip_value_min, double clip_value_max) : init_min_(clip_value_min), init_max_(clip_value_max) {
+  reset();
+}
+
+void ClipImpl::reset() {
+  clip_value_min = register_parameter("clip_value_min", at::scalar_tensor(init_min_, at::kFloat));
+  clip_value_max = register_parameter("clip_value_max", at::scalar_tensor(init_max_, at::kFloat));
+}
+
+at::Tensor ClipImpl::forward(const at::Tensor& x) { return ClipFunction::apply(x, clip_value_min, clip_value_max); }
+
+// ----------------------------------------------------------------------------------------------
+// TensorQuantizer
+// ----------------------------------------------------------------------------------------------
+TensorQuantizerImpl::TensorQuantizerImpl(TensorQuantizerOptions options) : options_(std::move(options)) {
+  const QuantDescriptor& d = options_.quant_desc();
+  d.validate();
+  num_bits_ = d.num_bits;
+  fake_quant_ = d.fake_quant;
+  axis_ = d.axis;
+  scale_amax_ = d.scale_amax;
+  learn_amax_ = d.learn_amax;
+  unsigned_ = d.is_unsigned;
+  narrow_range_ = d.narrow_range;
+  disabled_ = options_.disabled();
+  if_quant_ = options_.if_quant();
+  if_calib_ = options_.if_calib();
+  if (fake_quant_) scale_ = at::scalar_tensor(1.0, at::kDouble);
+  if (d.amax) {
+    at::Tensor a = at::tensor(*d.amax, at::kFloat);
+    amax_ = d.amax_is_scalar ? a.reshape({}) : a;
+  }
+  std::vector<int64_t> cal_axis = axis_ ? *axis_ : std::vector<int64_t>{};
+  if (d.calib_method == "histogram") {
+    calibrator_ = std::make_unique<calib::HistogramCalibrator>(num_bits_, cal_axis, unsigned_);
+  } else if (d.calib_method == "max") {
+    calibrator_ = std::make_unique<calib::MaxCalibrator>(num_bits_, cal_axis, unsigned_);
+  }
+  reset();
+  if (learn_amax_) enable_clip();
+  if (options_.if_clip()) enable_clip();
+}
+
+TensorQuantizerImpl::TensorQuantizerImpl(const TensorQuantizerImpl& o)
+    : torch::nn::Module(o),
+      clip(o.clip),
+      options_(o.options_),
+      num_bits_(o.num_bits_),
+      fake_quant_(o.fake_quant_),
+      axis_(o.axis_),
+      scale_amax_(o.scale_amax_),
+      learn_amax_(o.learn_amax_),
+      unsigned_(o.unsigned_),
+      narrow_range_(o.narrow_range_),
+      disabled_(o.disabled_),
+      if_quant_(o.if_quant_),
+      if_clip_(o.if_clip_),
+      if_calib_(o.if_calib_),
+      mode_(o.mode_),
+      amax_(o.amax_),
+      scale_(o.scale_),
+      calibrator_(o.calibrator_ ? o.calibrator_->clone() : nullptr),
+      state_version_(o.state_version_) {}
+
+TensorQuantizerImpl& TensorQuantizerImpl::operator=(const TensorQuantizerImpl& o) {
+  if (this != &o) {
+    TensorQuantizerImpl tmp(o);
+    *this = std::move(tmp);
+  }
+  return *this;
+}
+
+void TensorQuantizerImpl::reset() {
+  // A defined amax gets its own storage (reset() runs on copies made by clone()).
+  amax_ = register_buffer("_amax", amax_.defined() ? amax_.detach().clone() : at::Tensor());
+  if (learn_amax_) {
+    double init = 1.0;
+    if (options_.quant_desc().amax) {
+      init = 0.0;
+      for (float v : *options_.quant_desc().amax) init = std::max(init, static_cast<double>(v));
+    }
+    clip = register_module("clip", Clip(-init, init));
+  }
+}
+
+void TensorQuantizerImpl::enable_calib() {
+  TORCH_CHECK(calibrator_ != nullptr, "TensorQuantizer: calibrator was not created (calib_method '",
+              options_.quant_desc().calib_method, "'), cannot enable calibration");
+  if_calib_ = true;
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::enable_clip() {
+  TORCH_CHECK_VALUE(learn_amax_, "TensorQuantizer: learn_amax is False. Cannot enable clip.");
+  clip->clip_value_min.set_requires_grad(true);
+  clip->clip_value_max.set_requires_grad(true);
+  if_clip_ = true;
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::disable_clip() {
+  if (clip) {
+    clip->clip_value_min.set_requires_grad(false);
+    clip->clip_value_max.set_requires_grad(false);
+  }
+  if_clip_ = false;
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::set_num_bits(int64_t v) {
+  num_bits_ = v;
+  if (calibrator_) calibrator_->set_num_bits(v);
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::set_unsigned(bool v) {
+  unsigned_ = v;
+  if (calibrator_) calibrator_->set_unsigned(v);
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::set_amax(const at::Tensor& value, bool allow_shape_change) {
+  TORCH_CHECK_VALUE(value.defined(), "TensorQuantizer::set_amax: undefined tensor");
+  at::Tensor v = value.detach().to(at::kFloat);
+  if (!amax_.defined()) {
+    at::Tensor t = v.clone();
+    detail::set_buffer(*this, "_amax", t);
+    amax_ = t;
+  } else if (amax_.sizes() != v.sizes()) {
+    TORCH_CHECK_VALUE(allow_shape_change, "TensorQuantizer::set_amax: changing the shape of amax from ",
+                      amax_.sizes(), " to ", v.sizes(), " is not allowed");
+    at::Tensor t = v.to(amax_.device()).clone();
+    detail::set_buffer(*this, "_amax", t);
+    amax_ = t;
+  } else {
+    at::NoGradGuard no_grad;
+    amax_.copy_(v);
+  }
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::clear_amax() {
+  detail::set_buffer(*this, "_amax", at::Tensor());
+  amax_ = at::Tensor();
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::load_calib_amax(const std::string& method, const calib::ComputeAmaxOptions& options,
+                                          bool strict, const std::string& name) {
+  const std::string who = name.empty() ? std::string("TensorQuantizer") : "quantizer '" + name + "'";
+  TORCH_CHECK(calibrator_ != nullptr, who, ": calibrator not created (calib_method '",
+              options_.quant_desc().calib_method, "')");
+  at::Tensor a = calibrator_->compute_amax(method, options);
+  if (!a.defined()) {
+    TORCH_CHECK(!strict, who, ": its ", calibrator_->name(),
+                " saw no data, so no amax can be computed (was this module reached by the calibration batches?)");
+    TORCH_WARN(who, ": calibrator saw no data; amax set to NaN");
+    a = at::scalar_tensor(std::nan(""), at::kFloat);
+  }
+  set_amax(a, /*allow_shape_change=*/true);
+}
+
+void TensorQuantizerImpl::init_learn_amax() {
+  TORCH_CHECK(learn_amax_, "TensorQuantizer: called init_learn_amax with learn_amax=False");
+  TORCH_CHECK(amax_.defined(), "TensorQuantizer: init_learn_amax needs a stored amax");
+  at::NoGradGuard no_grad;
+  at::Tensor init = amax_.numel() != 1 ? amax_.max() : amax_.reshape({});
+  clip->clip_value_min.copy_(-init);
+  clip->clip_value_max.copy_(init);
+  ++state_version_;
+}
+
+at::Tensor TensorQuantizerImpl::step_size() const {
+  if (!amax_.defined()) return {};
+  return amax_ / maxbound();
+}
+
+double TensorQuantizerImpl::maxbound() const { return ops::max_bound(num_bits_, unsigned_); }
+
+std::vector<int64_t> TensorQuantizerImpl::reduce_keep_axes(int64_t ndim) const {
+  std::vector<int64_t> keep = *axis_;
+  bool negative = false;
+  for (auto& a : keep) {
+    if (a < 0) {
+      negative = true;
+      if (options_.normalize_negative_axes()) a += ndim;
+    }
+  }
+  if (negative && !options_.normalize_negative_axes()) {
+    TORCH_WARN_ONCE("TensorQuantizer: negative axis in ", c10::IntArrayRef(*axis_),
+                    " matches no dimension (pytorch-quantization 2.1.2 behaviour reproduced): the dynamic amax is "
+                    "reduced over every dim. Set TensorQuantizerOptions::normalize_negative_axes(true) to count "
+                    "negative axes from the end.");
+  }
+  return keep;
+}
+
+at::Tensor TensorQuantizerImpl::effective_amax(const at::Tensor& x) const {
+  at::Tensor amax;
+  if (amax_.defined()) {
+    amax = amax_;
+  } else if (!axis_) {
+    amax = ops::reduce_amax(x, {});
+  } else {
+    amax = ops::reduce_amax(x, reduce_keep_axes(x.dim()));
+  }
+  if (scale_amax_) amax = amax.detach() * *scale_amax_;
+  return amax;
+}
+
+at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
+  if (disabled_) return x;
+  if (if_calib_) {
+    TORCH_CHECK(calibrator_ != nullptr, "TensorQuantizer: calibrator was not created");
+    calibrator_->collect(x);
+  }
+  if (if_quant_) {
+    at::Tensor in = x;
+    at::Tensor amax;
+    if (learn_amax_) {
+      in = clip->forward(x);
+      amax = at::max(-clip->clip_value_min, clip->clip_value_max).detach();
+    } else {
+      amax = effective_amax(x);
+    }
+    if (!fake_quant_) {
+      auto [out, scale] = ops::tensor_quant(in, amax, num_bits_, unsigned_);
+      scale_ = scale;
+      return out;
+    }
+    if (mode_ == FakeQuantMode::kTorchNative) return ops::fake_quant_torch_native(in, amax, num_bits_, unsigned_);
+    return ops::fake_tensor_quant(in, amax, num_bits_, unsigned_, narrow_range_);
+  }
+  if (if_clip_) {
+    TORCH_CHECK(learn_amax_, "TensorQuantizer: clip without learning amax is not implemented");
+    return clip->forward(x);
+  }
+  return x;
+}
+
+namespace {
+std::string fmt4(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.4f", v);
+  return buf;
+}
+}  // namespace
+
+std::string TensorQuantizerImpl::extra_repr() const {
+  if (disabled_) return "disabled";
+  std::string s = std::string(unsigned_ ? "unsigned " : "") + std::to_string(num_bits_) + "bit";
+  if (narrow_range_) s += " narrow";
+  if (fake_quant_) s += " fake";
+  if (axis_) {
+    s += " axis=" + axis_repr(*axis_, options_.quant_desc().axis_is_int);
+  } else {
+    s += " per-tensor";
+  }
+  s += " amax=";
+  if (!amax_.defined()) {
+    s += "dynamic";
+  } else if (amax_.numel() == 1) {
+    s += fmt4(amax_.item<double>());
+  } else {
+    s += "[" + fmt4(amax_.min().item<double>()) + ", " + fmt4(amax_.max().item<double>()) + "](" +
+         std::to_string(amax_.numel()) + ")";
+  }
+  if (scale_amax_ && *scale_amax_ != 0.0) s += " *" + py_float_repr(*scale_amax_);
+  if (learn_amax_) s += " learned";
+  if (calibrator_) s += " calibrator=" + calibrator_->name();
+  if (scale_.defined() && scale_.numel() == 1) s += " scale=" + py_float_repr(scale_.item<double>());
+  if (if_quant_) s += " quant";
+  if (if_clip_) s += " clip";
+  if (if_calib_) s += " calib";
+  return s;
+}
+
+void TensorQuantizerImpl::pretty_print(std::ostream& stream) const {
+  stream << "qdqbert::nn::TensorQuantizer(" << extra_repr() << ")";
+}
+
+}  // namespace qdqbert::nn

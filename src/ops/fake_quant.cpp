@@ -1,0 +1,271 @@
+// fake_tensor_quant / tensor_quant: validation, broadcast layout, device dispatch and autograd.
+// Kernels never validate; everything a user can get wrong is checked here.
+#include "qdqbert/ops/fake_quant.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "ops/cpu/fake_quant_kernel.h"
+#include "qdqbert/build_config.h"
+
+#if QDQBERT_CUDA_DISPATCH
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "ops/cuda/fake_quant_kernel.h"
+#endif
+
+namespace qdqbert::ops {
+namespace {
+
+constexpr float kTinyAmax = 1.0f / (1 << 24);
+
+void check_num_bits(int64_t num_bits, bool is_unsigned) {
+  TORCH_CHECK_VALUE(num_bits >= (is_unsigned ? 1 : 2) && num_bits <= 22,
+                    "qdqbert fake quant: num_bits must be in [", is_unsigned ? 1 : 2, ", 22], got ", num_bits);
+}
+
+bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
+}
+
+// Validates x and amax, returns amax as a float32 tensor on x's device.
+at::Tensor checked_amax(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned) {
+  TORCH_CHECK(x.defined(), "qdqbert fake quant: input tensor is undefined");
+  TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
+  TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()),
+                   "qdqbert fake quant: input must be float, double, half or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(amax.scalar_type()), "qdqbert fake quant: amax must be floating point, got ",
+                   amax.scalar_type());
+  check_num_bits(num_bits, is_unsigned);
+  TORCH_CHECK_VALUE(amax.dim() <= x.dim() || amax.numel() == 1, "qdqbert fake quant: amax of shape ", amax.sizes(),
+                    " has more dims than the input of shape ", x.sizes());
+  at::Tensor a = amax.detach().to(x.device(), at::kFloat);
+  if (a.numel() == 1) {
+    a = a.reshape({});
+  } else {
+    for (int64_t i = 0; i < a.dim(); ++i) {
+      const int64_t xs = x.size(x.dim() - a.dim() + i);
+      TORCH_CHECK_VALUE(a.size(i) == 1 || a.size(i) == xs, "qdqbert fake quant: amax of shape ", amax.sizes(),
+                        " does not broadcast to the input of shape ", x.sizes());
+    }
+  }
+  if (a.numel() > 0) {
+    TORCH_CHECK_VALUE(!a.isnan().any().item<bool>(), "qdqbert fake quant: amax contains NaN (shape ", amax.sizes(),
+                      "); was the quantizer calibrated with data?");
+    TORCH_CHECK_VALUE(a.min().item<float>() >= 0.f, "qdqbert fake quant: negative values in amax (min ",
+                      a.min().item<float>(), ")");
+  }
+  if (is_unsigned && x.numel() > 0) {
+    TORCH_CHECK_VALUE(x.min().item<double>() >= 0.0,
+                      "qdqbert fake quant: negative values encountered in unsigned quantization (min ",
+                      x.min().item<double>(), ")");
+  }
+  return a;
+}
+
+// scale = max_bound / amax (0 where amax <= 2^-24); divisor = scale reported (1 there).
+std::pair<at::Tensor, at::Tensor> scale_and_divisor(const at::Tensor& amax_f32, double max_bound_v) {
+  at::Tensor bound = at::scalar_tensor(max_bound_v, amax_f32.options());
+  at::Tensor scale = bound / amax_f32;
+  at::Tensor tiny = amax_f32 <= kTinyAmax;
+  at::Tensor mult = scale.masked_fill(tiny, 0.0);
+  at::Tensor div = scale.masked_fill(tiny, 1.0);
+  return {mult.contiguous(), div.contiguous()};
+}
+
+detail::BroadcastLayout make_layout(at::IntArrayRef x_sizes, const at::Tensor& amax) {
+  detail::BroadcastLayout l;
+  const int64_t nd = static_cast<int64_t>(x_sizes.size());
+  TORCH_CHECK_VALUE(nd <= detail::kMaxDims, "qdqbert fake quant: inputs with more than ", detail::kMaxDims,
+                    " dims are not supported, got ", nd);
+  l.numel = 1;
+  for (auto s : x_sizes) l.numel *= s;
+  if (nd == 0) return l;
+  // Scale strides of amax expanded to x's shape (0 on broadcast dims); amax is contiguous.
+  std::vector<int64_t> st(nd, 0);
+  int64_t running = 1;
+  for (int64_t i = nd - 1, j = amax.dim() - 1; i >= 0; --i, --j) {
+    const int64_t asize = j >= 0 ? amax.size(j) : 1;
+    st[i] = asize == 1 ? 0 : running;
+    running *= asize;
+  }
+  int64_t k = nd - 1;
+  if (st[k] == 0) {
+    l.inner_varies = false;
+    l.inner = 1;
+    while (k >= 0 && st[k] == 0) l.inner *= x_sizes[k--];
+  } else {
+    l.inner_varies = true;
+    l.inner = x_sizes[k];
+    --k;
+    while (k >= 0 && st[k] == l.inner) l.inner *= x_sizes[k--];
+  }
+  l.ndim_outer = static_cast<int>(k + 1);
+  for (int64_t d = 0; d <= k; ++d) {
+    l.outer_sizes[d] = x_sizes[d];
+    l.outer_strides[d] = st[d];
+  }
+  return l;
+}
+
+// Runs the kernel: returns q/scale (fake) or q (integer) as float32 with x's shape.
+at::Tensor run_kernel(const at::Tensor& x32, const at::Tensor& scale, const at::Tensor& divisor, double lo,
+                      double hi, detail::QuantOutput output) {
+  at::Tensor x = x32.contiguous();
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  detail::QuantLaunch p;
+  p.x = x.data_ptr<float>();
+  p.out = out.data_ptr<float>();
+  p.scale = scale.data_ptr<float>();
+  p.divisor = divisor.data_ptr<float>();
+  p.min_bound = static_cast<float>(lo);
+  p.max_bound = static_cast<float>(hi);
+  p.output = output;
+  p.layout = make_layout(x.sizes(), scale);
+  if (x.is_cpu()) {
+    cpu::quantize(p);
+  } else if (x.is_cuda()) {
+#if QDQBERT_CUDA_DISPATCH
+    c10::cuda::CUDAGuard guard(x.device());
+    const std::string err = cuda::quantize(p, at::cuda::getCurrentCUDAStream().stream());
+    TORCH_CHECK(err.empty(), "qdqbert fake quant: ", err);
+#else
+    TORCH_CHECK(false, "qdqbert was built without CUDA: cannot fake-quantize a tensor on ", x.device(),
+                " (rebuild with nvcc and a CUDA LibTorch, QDQBERT_WITH_CUDA=AUTO|ON)");
+#endif
+  } else {
+    TORCH_CHECK(false, "qdqbert fake quant: unsupported device ", x.device());
+  }
+  return out;
+}
+
+// Forward without autograd. Double inputs use the composite reference formula in double, like the
+// Python function; float/half/bfloat16 run the kernel in float32.
+at::Tensor quantize_forward(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                            bool narrow_range, detail::QuantOutput output) {
+  at::Tensor a = checked_amax(x, amax, num_bits, is_unsigned);
+  const double hi = max_bound(num_bits, is_unsigned);
+  const double lo = min_bound(num_bits, is_unsigned, narrow_range);
+  auto [scale, divisor] = scale_and_divisor(a, hi);
+  if (x.scalar_type() == at::kDouble) {
+    at::Tensor s = scale.to(at::kDouble);
+    at::Tensor q = at::clamp(at::round(x * s), lo, hi);
+    return output == detail::QuantOutput::kFake ? q / divisor.to(at::kDouble) : q;
+  }
+  at::Tensor out = run_kernel(x.to(at::kFloat), scale, divisor, lo, hi, output);
+  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+}
+
+// Straight-through estimator with clipping: grad passes where |x| <= amax.
+at::Tensor ste_backward(const at::Tensor& x, const at::Tensor& amax, const at::Tensor& grad) {
+  return at::where(x.abs() <= amax, grad, at::zeros({}, grad.options()));
+}
+
+struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& amax,
+                            int64_t num_bits, bool is_unsigned, bool narrow_range, bool integer_output) {
+    at::Tensor out =
+        quantize_forward(x, amax, num_bits, is_unsigned, narrow_range,
+                         integer_output ? detail::QuantOutput::kInteger : detail::QuantOutput::kFake);
+    ctx->save_for_backward({x, amax.detach().to(x.device())});
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    return {ste_backward(saved[0], saved[1], grads[0]), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+at::Tensor quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                    bool narrow_range, bool integer_output) {
+  if (x.defined() && x.requires_grad() && at::GradMode::is_enabled()) {
+    return QuantizeFunction::apply(x, amax, num_bits, is_unsigned, narrow_range, integer_output);
+  }
+  return quantize_forward(x, amax, num_bits, is_unsigned, narrow_range,
+                          integer_output ? detail::QuantOutput::kInteger : detail::QuantOutput::kFake);
+}
+
+}  // namespace
+
+double max_bound(int64_t num_bits, bool is_unsigned) {
+  return std::ldexp(1.0, static_cast<int>(num_bits - 1 + (is_unsigned ? 1 : 0))) - 1.0;
+}
+
+double min_bound(int64_t num_bits, bool is_unsigned, bool narrow_range) {
+  if (is_unsigned) return 0.0;
+  const double hi = max_bound(num_bits, is_unsigned);
+  return narrow_range ? -hi : -hi - 1.0;
+}
+
+at::Tensor fake_tensor_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                             bool narrow_range) {
+  return quantize(x, amax, num_bits, is_unsigned, narrow_range, /*integer_output=*/false);
+}
+
+std::tuple<at::Tensor, at::Tensor> tensor_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits,
+                                                bool is_unsigned, bool narrow_range) {
+  at::Tensor out = quantize(x, amax, num_bits, is_unsigned, narrow_range, /*integer_output=*/true);
+  at::Tensor a = amax.detach().to(x.device(), at::kFloat);
+  if (a.numel() == 1 && amax.dim() == 0) a = a.reshape({});
+  return {out, scale_and_divisor(a, max_bound(num_bits, is_unsigned)).second};
+}
+
+at::Tensor fake_quant_torch_native(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits,
+                                   bool is_unsigned) {
+  TORCH_CHECK(x.defined() && amax.defined(), "qdqbert torch-native fake quant: undefined input or amax");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat,
+                   "qdqbert torch-native fake quant (ONNX export mode) needs float32 input, got ", x.scalar_type(),
+                   "; export in fp32");
+  check_num_bits(num_bits, is_unsigned);
+  const int64_t bound = (int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1;
+  const int64_t qmin = is_unsigned ? 0 : -bound - 1;
+  at::Tensor a = amax.detach().to(x.device(), at::kFloat);
+  TORCH_CHECK_VALUE(!a.isnan().any().item<bool>() && a.min().item<float>() >= 0.f,
+                    "qdqbert torch-native fake quant: amax must be non-negative and not NaN");
+  if (a.numel() == 1) {
+    const double scale = static_cast<double>(a.item<float>()) / static_cast<double>(bound);
+    return at::fake_quantize_per_tensor_affine(x, scale, 0, qmin, bound);
+  }
+  at::Tensor sq = a.squeeze();
+  TORCH_CHECK_VALUE(sq.dim() == 1, "qdqbert torch-native fake quant: amax of shape ", amax.sizes(),
+                    " varies along more than one axis; torch (and ONNX) support a single quantization axis");
+  int64_t axis = -1;
+  for (int64_t i = 0; i < a.dim(); ++i) {
+    if (a.size(i) == sq.size(0)) {
+      axis = i + (x.dim() - a.dim());
+      break;
+    }
+  }
+  at::Tensor scale = sq / static_cast<float>(bound);
+  at::Tensor zp = at::zeros(scale.sizes(), scale.options().dtype(at::kInt));
+  return at::fake_quantize_per_channel_affine(x, scale, zp, axis, qmin, bound);
+}
+
+at::Tensor amax_along_axis(const at::Tensor& amax, int64_t axis, int64_t ndim) {
+  TORCH_CHECK_VALUE(amax.dim() == 1, "amax_along_axis: expected a 1-D amax, got shape ", amax.sizes());
+  const int64_t ax = axis < 0 ? axis + ndim : axis;
+  TORCH_CHECK_INDEX(ax >= 0 && ax < ndim, "amax_along_axis: axis ", axis, " out of range for ", ndim, " dims");
+  std::vector<int64_t> shape(ndim, 1);
+  shape[ax] = amax.size(0);
+  return amax.reshape(shape);
+}
+
+at::Tensor reduce_amax(const at::Tensor& x, const std::vector<int64_t>& keep_axes) {
+  at::NoGradGuard no_grad;
+  at::Tensor a = x.detach().abs();
+  std::vector<int64_t> reduce;
+  for (int64_t i = 0; i < x.dim(); ++i) {
+    bool keep = false;
+    for (auto k : keep_axes) keep = keep || k == i;
+    if (!keep) reduce.push_back(i);
+  }
+  if (keep_axes.empty() || static_cast<int64_t>(reduce.size()) == x.dim()) return a.max();
+  if (reduce.empty()) return a;
+  return at::amax(a, reduce, /*keepdim=*/true);
+}
+
+}  // namespace qdqbert::ops

@@ -1,0 +1,53 @@
+#pragma once
+// Internal: how a (broadcast) amax/scale tensor maps onto a contiguous input, shared by the CPU and
+// CUDA kernels. Torch-free so the .cu files can include it.
+
+#include <cstdint>
+
+namespace qdqbert::ops::detail {
+
+constexpr int kMaxDims = 12;
+
+/// The input is split into rows of `inner` contiguous elements. Within a row the scale index is
+/// constant (`inner_varies == false`) or advances by one per element. The row's first scale index is
+/// the dot product of the row's multi-index over `outer_sizes` with `outer_strides`.
+struct BroadcastLayout {
+  int64_t numel = 0;
+  int64_t inner = 1;
+  bool inner_varies = false;
+  int ndim_outer = 0;
+  int64_t outer_sizes[kMaxDims] = {};
+  int64_t outer_strides[kMaxDims] = {};
+};
+
+/// What the kernel writes: q / divisor (fake quant) or q (tensor_quant's integer grid values).
+enum class QuantOutput { kFake, kInteger };
+
+/// Parameters of one launch. `scale` multiplies x (0 where amax <= 2^-24); `divisor` is the reported
+/// scale that fake quant divides by (1 where amax <= 2^-24).
+struct QuantLaunch {
+  const float* x = nullptr;
+  float* out = nullptr;
+  const float* scale = nullptr;
+  const float* divisor = nullptr;
+  float min_bound = 0.f;
+  float max_bound = 0.f;
+  QuantOutput output = QuantOutput::kFake;
+  BroadcastLayout layout;
+};
+
+/// First scale index of row `row`.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline int64_t row_scale_offset(const BroadcastLayout& l, int64_t row) {
+  int64_t offset = 0;
+  for (int d = l.ndim_outer - 1; d >= 0; --d) {
+    const int64_t size = l.outer_sizes[d];
+    offset += (row % size) * l.outer_strides[d];
+    row /= size;
+  }
+  return offset;
+}
+
+}  // namespace qdqbert::ops::detail

@@ -1,0 +1,166 @@
+// fake_tensor_quant / tensor_quant: parity with the reference fixtures (bit for bit) and edge cases.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "qdqbert/ops/fake_quant.h"
+#include "test_util.h"
+
+namespace qt = qdqbert::testing;
+using qdqbert::ops::fake_tensor_quant;
+using qdqbert::ops::tensor_quant;
+
+class FakeQuantFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FakeQuantFixture, MatchesReferenceBitForBit) {
+  const std::string dir = "quant/" + GetParam();
+  const auto c = qt::read_json(qt::data_path(dir + "/case.json"));
+  auto in = qdqbert::io::load_safetensors(qt::data_path(dir + "/inputs.safetensors"));
+  auto ex = qdqbert::io::load_safetensors(qt::data_path(dir + "/expected.safetensors"));
+  const int64_t bits = c["num_bits"];
+  const bool uns = c["unsigned"], narrow = c["narrow_range"];
+
+  at::Tensor x = in["x"].clone().requires_grad_(true);
+  at::Tensor y = fake_tensor_quant(x, in["amax"], bits, uns, narrow);
+  EXPECT_TRUE(qt::tensors_equal(y, ex["fake_quant"], "fake_quant"));
+  y.backward(in["grad_output"]);
+  EXPECT_TRUE(qt::tensors_equal(x.grad(), ex["grad_input"], "grad_input"));
+
+  at::Tensor x2 = in["x"].clone().requires_grad_(true);
+  auto [q, scale] = tensor_quant(x2, in["amax"], bits, uns, narrow);
+  EXPECT_TRUE(qt::tensors_equal(q, ex["tensor_quant_outputs"], "tensor_quant outputs"));
+  EXPECT_TRUE(qt::tensors_equal(scale, ex["tensor_quant_scale"], "tensor_quant scale"));
+  q.backward(in["grad_output"]);
+  EXPECT_TRUE(qt::tensors_equal(x2.grad(), ex["tensor_quant_grad_input"], "tensor_quant grad_input"));
+
+  // Without autograd the same numbers come from the direct path.
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(in["x"], in["amax"], bits, uns, narrow), ex["fake_quant"],
+                                "fake_quant (no grad)"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Reference, FakeQuantFixture, ::testing::ValuesIn(qt::case_names("quant", "fq_")),
+                         [](const auto& info) { return info.param; });
+
+TEST(FakeQuant, Bounds) {
+  EXPECT_EQ(qdqbert::ops::max_bound(8, false), 127);
+  EXPECT_EQ(qdqbert::ops::max_bound(8, true), 255);
+  EXPECT_EQ(qdqbert::ops::max_bound(4, false), 7);
+  EXPECT_EQ(qdqbert::ops::min_bound(8, false, false), -128);
+  EXPECT_EQ(qdqbert::ops::min_bound(8, false, true), -127);
+  EXPECT_EQ(qdqbert::ops::min_bound(8, true, true), 0);
+}
+
+TEST(FakeQuant, TiesRoundHalfToEvenAndSignedZero) {
+  // amax = 127 -> scale exactly 1.
+  at::Tensor x = torch::tensor({-2.5f, -1.5f, -0.5f, -0.3f, 0.5f, 1.5f, 2.5f, 126.5f, 200.f, -200.f});
+  at::Tensor y = fake_tensor_quant(x, torch::tensor(127.f), 8, false, false);
+  at::Tensor expect = torch::tensor({-2.f, -2.f, -0.f, -0.f, 0.f, 2.f, 2.f, 126.f, 127.f, -128.f});
+  EXPECT_TRUE(qt::tensors_equal(y, expect, "ties"));
+  EXPECT_TRUE(std::signbit(y[3].item<float>())) << "round(-0.3) must stay -0.0 as torch.round does";
+  at::Tensor yn = fake_tensor_quant(x, torch::tensor(127.f), 8, false, true);
+  EXPECT_EQ(yn[9].item<float>(), -127.f);
+}
+
+TEST(FakeQuant, MatchesCompositeFormulaOnLargeTensors) {
+  torch::manual_seed(0);
+  at::Tensor x = torch::randn({37, 129, 65}) * 3;
+  for (auto amax : {torch::tensor(2.5f), torch::rand({37, 1, 1}) * 4, torch::rand({1, 1, 65}) * 4,
+                    torch::rand({37, 1, 65}) * 4, torch::rand({129, 1}) * 4}) {
+    for (bool narrow : {false, true}) {
+      at::Tensor scale = 127.f / amax;
+      at::Tensor ref = at::clamp(at::round(x * scale), narrow ? -127 : -128, 127) / scale;
+      EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x, amax, 8, false, narrow), ref,
+                                    "amax shape " + c10::str(amax.sizes())));
+    }
+  }
+}
+
+TEST(FakeQuant, ZeroAndTinyAmaxGiveZeros) {
+  at::Tensor x = torch::randn({4, 5});
+  at::Tensor amax = torch::tensor({0.f, 1e-9f, 1.f / (1 << 24), 1.f}).reshape({4, 1});
+  at::Tensor y = fake_tensor_quant(x, amax, 8, false, false);
+  EXPECT_TRUE(y.slice(0, 0, 3).eq(0).all().item<bool>());
+  EXPECT_FALSE(y.slice(0, 3).isnan().any().item<bool>());
+  auto [q, scale] = tensor_quant(x, amax, 8, false, false);
+  EXPECT_EQ(scale[0][0].item<float>(), 1.f) << "scale reported as 1 where amax <= 2^-24";
+  EXPECT_EQ(scale[3][0].item<float>(), 127.f);
+}
+
+TEST(FakeQuant, BadInputsAreClearErrors) {
+  at::Tensor x = torch::randn({3, 4});
+  EXPECT_THROW(
+      {
+        try {
+          fake_tensor_quant(x, torch::tensor(-1.f));
+        } catch (const c10::Error& e) {
+          EXPECT_NE(std::string(e.what()).find("negative values in amax"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      c10::Error);
+  EXPECT_THROW(fake_tensor_quant(x, torch::tensor(NAN)), c10::Error);
+  EXPECT_THROW(fake_tensor_quant(x, torch::ones({5})), c10::Error);      // does not broadcast
+  EXPECT_THROW(fake_tensor_quant(x, torch::ones({2, 3, 4})), c10::Error);  // too many dims
+  EXPECT_THROW(fake_tensor_quant(x, torch::tensor(1.f), 8, /*unsigned=*/true), c10::Error);
+  EXPECT_THROW(fake_tensor_quant(x, torch::tensor(1.f), 40), c10::Error);
+  EXPECT_THROW(fake_tensor_quant(x.to(at::kInt), torch::tensor(1.f)), c10::Error);
+  EXPECT_THROW(fake_tensor_quant(x, at::Tensor()), c10::Error);
+}
+
+TEST(FakeQuant, HalfAndBFloat16ComputeInFloat32) {
+  torch::manual_seed(1);
+  at::Tensor x = torch::randn({64}) * 2;
+  for (auto dt : {at::kHalf, at::kBFloat16}) {
+    at::Tensor xh = x.to(dt);
+    at::Tensor y = fake_tensor_quant(xh, torch::tensor(3.f), 8, false, false);
+    EXPECT_EQ(y.scalar_type(), dt);
+    at::Tensor ref = fake_tensor_quant(xh.to(at::kFloat), torch::tensor(3.f), 8, false, false).to(dt);
+    EXPECT_TRUE(qt::tensors_equal(y, ref, "low precision"));
+  }
+}
+
+TEST(FakeQuant, DoubleUsesTheCompositeFormula) {
+  at::Tensor x = torch::randn({10}, at::kDouble);
+  at::Tensor y = fake_tensor_quant(x, torch::tensor(1.5f), 8, false, false);
+  EXPECT_EQ(y.scalar_type(), at::kDouble);
+  at::Tensor s = (127.f / torch::tensor(1.5f)).to(at::kDouble);
+  EXPECT_TRUE(qt::tensors_equal(y, at::clamp(at::round(x * s), -128, 127) / s, "double"));
+}
+
+TEST(FakeQuant, GradientIsClippedStraightThrough) {
+  at::Tensor x = torch::tensor({-3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f}).requires_grad_(true);
+  fake_tensor_quant(x, torch::tensor(2.f)).sum().backward();
+  EXPECT_TRUE(qt::tensors_equal(x.grad(), torch::tensor({0.f, 1.f, 1.f, 1.f, 1.f, 1.f, 0.f}), "ste"));
+}
+
+TEST(FakeQuant, AmaxAlongAxisAndReduceAmax) {
+  at::Tensor a = torch::tensor({1.f, 2.f, 3.f});
+  EXPECT_EQ(qdqbert::ops::amax_along_axis(a, 0, 3).sizes(), (std::vector<int64_t>{3, 1, 1}));
+  EXPECT_EQ(qdqbert::ops::amax_along_axis(a, -1, 3).sizes(), (std::vector<int64_t>{1, 1, 3}));
+  at::Tensor x = torch::randn({3, 4, 5});
+  at::Tensor x2 = x * 0;
+  x2.index_put_({1, 2, 3}, -7.f);
+  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {}).item<float>(), 7.f);
+  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {1}).sizes(), (std::vector<int64_t>{1, 4, 1}));
+  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {0, 2}).sizes(), (std::vector<int64_t>{3, 1, 5}));
+  // Per-channel along an axis given with a negative index.
+  at::Tensor x3 = torch::randn({2, 4, 3});
+  at::Tensor y = fake_tensor_quant(x3, qdqbert::ops::amax_along_axis(a, -1, 3), 8, false, false);
+  EXPECT_TRUE(qt::tensors_equal(y.select(2, 1), fake_tensor_quant(x3.select(2, 1), a[1], 8, false, false), "axis -1"));
+}
+
+TEST(FakeQuant, TorchNativeModeIsFullRange) {
+  at::Tensor x = torch::linspace(-3, 3, 61);
+  at::Tensor y = qdqbert::ops::fake_quant_torch_native(x, torch::tensor(2.f), 8, false);
+  const double s = 2.0 / 127.0;
+  EXPECT_TRUE(qt::tensors_close(y, at::fake_quantize_per_tensor_affine(x, s, 0, -128, 127), 0, 0, "native"));
+  EXPECT_NEAR(y.min().item<float>(), -128 * s, 1e-6);
+  at::Tensor w = torch::randn({4, 6});
+  at::Tensor amax = w.abs().amax({1}, true);
+  at::Tensor yc = qdqbert::ops::fake_quant_torch_native(w, amax, 8, false);
+  at::Tensor ref = at::fake_quantize_per_channel_affine(w, amax.squeeze() / 127.f, torch::zeros({4}, at::kInt), 0,
+                                                        -128, 127);
+  EXPECT_TRUE(qt::tensors_equal(yc, ref, "native per channel"));
+  EXPECT_THROW(qdqbert::ops::fake_quant_torch_native(torch::randn({2, 3, 4}), torch::ones({2, 3, 1}), 8, false),
+               c10::Error);
+}
