@@ -67,6 +67,34 @@ at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
   return torch::nn::functional::linear(qx, quantized_weight(), bias);
 }
 
+void QuantLinearImpl::prune(const at::Tensor& index, int64_t dim) {
+  TORCH_CHECK_VALUE(dim == 0 || dim == 1, "QuantLinear::prune: dim must be 0 or 1, got ", dim);
+  torch::NoGradGuard no_grad;
+  at::Tensor idx = index.to(weight.device(), at::kLong);
+  at::Tensor w = weight.index_select(dim, idx).clone().set_requires_grad(weight.requires_grad());
+  parameters_["weight"] = w;
+  weight = w;
+  if (dim == 0) {
+    if (bias.defined()) {
+      at::Tensor b = bias.index_select(0, idx).clone().set_requires_grad(bias.requires_grad());
+      parameters_["bias"] = b;
+      bias = b;
+    }
+    options.out_features(idx.numel());
+    at::Tensor amax = weight_quantizer->amax();
+    if (amax.defined() && amax.dim() >= 1 && amax.size(0) > 1) {
+      weight_quantizer->set_amax(amax.index_select(0, idx.to(amax.device())), /*allow_shape_change=*/true);
+    }
+  } else {
+    options.in_features(idx.numel());
+    at::Tensor amax = weight_quantizer->amax();
+    if (amax.defined() && amax.dim() == 2 && amax.size(1) > 1) {
+      weight_quantizer->set_amax(amax.index_select(1, idx.to(amax.device())), /*allow_shape_change=*/true);
+    }
+  }
+  cached_weight_ = at::Tensor();
+}
+
 void QuantLinearImpl::pretty_print(std::ostream& stream) const {
   stream << "qdqbert::nn::QuantLinear(in_features=" << options.in_features()
          << ", out_features=" << options.out_features() << ", bias=" << (bias.defined() ? "True" : "False") << ")";

@@ -40,6 +40,10 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   /// until the weight, its amax or the quantizer's settings change (outputs are identical).
   at::Tensor quantized_weight();
 
+  /// Keeps only the given output rows (dim 0 of the weight) or input columns (dim 1): used by head
+  /// pruning. Per-row weight amax is pruned with the rows; the quantizers are kept.
+  void prune(const at::Tensor& index, int64_t dim);
+
   QuantLinearOptions options;
   at::Tensor weight;
   at::Tensor bias;

@@ -1,0 +1,217 @@
+#include "qdqbert/io/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "qdqbert/io/safetensors.h"
+
+namespace qdqbert::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bool bin) {
+  std::ifstream in(index_path);
+  TORCH_CHECK(in.good(), "checkpoint: cannot open '", index_path, "'");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "checkpoint: '", index_path, "' is not valid JSON: ", e.what());
+  }
+  TORCH_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "checkpoint: '", index_path,
+              "' has no weight_map object");
+  const fs::path dir = fs::path(index_path).parent_path();
+  std::map<std::string, std::string> wanted;  // tensor -> shard
+  std::set<std::string> shards;
+  for (const auto& [k, v] : j["weight_map"].items()) {
+    TORCH_CHECK(v.is_string(), "checkpoint: '", index_path, "': weight_map entry '", k, "' is not a file name");
+    wanted[k] = v.get<std::string>();
+    shards.insert(v.get<std::string>());
+  }
+  std::map<std::string, at::Tensor> out;
+  for (const auto& shard : shards) {
+    const std::string p = (dir / shard).string();
+    TORCH_CHECK(fs::exists(p), "checkpoint: shard '", p, "' listed in '", index_path, "' does not exist");
+    auto part = bin ? read_pytorch_bin(p) : load_safetensors(p);
+    for (auto& [k, t] : part) out[k] = t;
+  }
+  for (const auto& [k, shard] : wanted) {
+    TORCH_CHECK(out.count(k), "checkpoint: tensor '", k, "' listed in '", index_path, "' is not in shard '", shard,
+                "'");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> read_checkpoint(const std::string& path) {
+  TORCH_CHECK(fs::exists(path), "checkpoint: '", path, "' does not exist");
+  if (fs::is_regular_file(path)) {
+    if (ends_with(path, ".safetensors")) return load_safetensors(path);
+    if (ends_with(path, ".safetensors.index.json")) return read_sharded(path, false);
+    if (ends_with(path, ".bin.index.json")) return read_sharded(path, true);
+    if (ends_with(path, ".bin") || ends_with(path, ".pt") || ends_with(path, ".pth")) return read_pytorch_bin(path);
+    TORCH_CHECK(false, "checkpoint: unknown weight file type '", path, "'");
+  }
+  const fs::path dir(path);
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                           "pytorch_model.bin.index.json"}) {
+    if (fs::exists(dir / name)) return read_checkpoint((dir / name).string());
+  }
+  TORCH_CHECK(false, "checkpoint: no weights in '", path,
+              "' (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+              "pytorch_model.bin.index.json)");
+}
+
+std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  // Every registered name, so both names of a tied weight are listed (as Python's state_dict does).
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) out.emplace_back(p.key(), p.value());
+  for (const auto& b : model.named_buffers(/*recurse=*/true)) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state_in, bool strict,
+                           const std::string& source) {
+  torch::nn::Module& root = model.module();
+  LoadReport report;
+  // Model side: parameters/buffers by name, and quantizers (whose `_amax` may be absent until loaded).
+  std::map<std::string, at::Tensor> targets;
+  for (const auto& [k, v] : state_dict(root)) targets[k] = v;
+  std::map<std::string, nn::TensorQuantizer> quantizers;
+  for (auto& [name, q] : named_quantizers(root)) quantizers.emplace(name, q);
+
+  const std::string prefix = model.base_prefix();
+  bool has_prefix = false, has_bare = false;
+  for (const auto& [k, v] : state_in) {
+    if (k.rfind("bert.", 0) == 0) has_prefix = true;
+    if (k.rfind("embeddings.", 0) == 0 || k.rfind("encoder.", 0) == 0) has_bare = true;
+  }
+  std::set<const void*> loaded_impls;
+  std::set<std::string> loaded_names;
+  torch::NoGradGuard no_grad;
+  for (const auto& [key_in, value] : state_in) {
+    std::string key = key_in;
+    if (prefix.empty() && has_prefix) {
+      if (key.rfind("bert.", 0) != 0) {
+        report.ignored_keys.push_back(key_in);  // head weights of a BertFor*/QDQBertFor* checkpoint
+        continue;
+      }
+      key = key.substr(5);
+    } else if (!prefix.empty() && !has_prefix && has_bare &&
+               (key.rfind("embeddings.", 0) == 0 || key.rfind("encoder.", 0) == 0 || key.rfind("pooler.", 0) == 0)) {
+      key = prefix + key;
+    }
+    if (ends_with(key, ".gamma")) key = key.substr(0, key.size() - 6) + ".weight";
+    if (ends_with(key, ".beta")) key = key.substr(0, key.size() - 5) + ".bias";
+    if (ends_with(key, "embeddings.position_ids") || ends_with(key, "embeddings.token_type_ids")) {
+      report.ignored_keys.push_back(key_in);
+      continue;
+    }
+    if (ends_with(key, "._amax")) {
+      auto it = quantizers.find(key.substr(0, key.size() - 6));
+      if (it != quantizers.end()) {
+        TORCH_CHECK_VALUE(value.is_floating_point(), "checkpoint '", source, "': '", key_in,
+                          "' must be floating point, got ", value.scalar_type());
+        it->second->set_amax(value.to(torch::kFloat), /*allow_shape_change=*/true);
+        report.loaded_amax.push_back(it->first);
+        loaded_names.insert(key);
+        continue;
+      }
+    }
+    auto t = targets.find(key);
+    if (t == targets.end()) {
+      report.unexpected_keys.push_back(key_in);
+      continue;
+    }
+    at::Tensor& dst = t->second;
+    TORCH_CHECK_VALUE(dst.sizes() == value.sizes(), "checkpoint '", source, "': tensor '", key_in, "' has shape ",
+                      value.sizes(), " but the model's '", key, "' has shape ", dst.sizes(),
+                      " (does config.json match the weights?)");
+    TORCH_CHECK_VALUE(value.is_floating_point() == dst.is_floating_point(), "checkpoint '", source, "': tensor '",
+                      key_in, "' has dtype ", value.scalar_type(), ", expected ", dst.scalar_type());
+    dst.copy_(value.to(dst.scalar_type()));
+    loaded_impls.insert(dst.unsafeGetTensorImpl());
+    loaded_names.insert(key);
+  }
+  for (const auto& [k, v] : targets) {
+    if (loaded_names.count(k) || loaded_impls.count(v.unsafeGetTensorImpl())) continue;
+    if (ends_with(k, "._amax") && loaded_names.count(k)) continue;
+    report.missing_keys.push_back(k);
+  }
+  // Quantizers that have an amax in the model but none in the checkpoint keep theirs (not "missing"
+  // unless strict loading of a calibrated checkpoint is asked for: an `_amax` buffer is a model tensor).
+  model.tie_weights();
+  if (strict && (!report.missing_keys.empty() || !report.unexpected_keys.empty())) {
+    std::ostringstream os;
+    os << "checkpoint '" << source << "' does not match " << model.class_name() << ":";
+    if (!report.missing_keys.empty()) {
+      os << " missing keys (" << report.missing_keys.size() << "):";
+      for (const auto& k : report.missing_keys) os << " " << k;
+      os << ";";
+    }
+    if (!report.unexpected_keys.empty()) {
+      os << " unexpected keys (" << report.unexpected_keys.size() << "):";
+      for (const auto& k : report.unexpected_keys) os << " " << k;
+      os << ";";
+    }
+    os << " (pass strict=false / --no-strict to load anyway)";
+    TORCH_CHECK(false, os.str());
+  }
+  return report;
+}
+
+std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const PretrainedOptions& options,
+                                           LoadReport* report) {
+  const fs::path d(dir);
+  TORCH_CHECK(fs::is_directory(d), "from_pretrained: '", dir, "' is not a directory");
+  TORCH_CHECK(fs::exists(d / "config.json"), "from_pretrained: '", dir, "' has no config.json");
+  Config config = Config::from_json_file((d / "config.json").string());
+  if (options.quant_desc_input) config.quant_desc_input = options.quant_desc_input;
+  if (options.quant_desc_weight) config.quant_desc_weight = options.quant_desc_weight;
+  if (options.num_labels) config.set_num_labels(*options.num_labels);
+  std::string task = options.task;
+  if (task.empty() && config.architectures && !config.architectures->empty()) {
+    task = task_for_class(config.architectures->front());
+  }
+  if (task.empty()) task = "base";
+  auto model = create_model(task, config);
+  auto state = read_checkpoint(dir);
+  LoadReport r = load_state_dict(*model, state, options.strict, dir);
+  if (report) *report = r;
+  model->module().eval();
+  return model;
+}
+
+void save_pretrained(TaskModel& model, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  TORCH_CHECK(!ec && fs::is_directory(dir), "save_pretrained: cannot create directory '", dir, "': ", ec.message());
+  Config config = model.model_config();
+  config.architectures = std::vector<std::string>{model.class_name()};
+  nlohmann::json extra = nlohmann::json::parse(config.raw_json);
+  extra["torch_dtype"] = "float32";
+  extra["model_type"] = "qdqbert";
+  config.raw_json = extra.dump();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::set<std::string> names;
+  for (auto& [k, v] : state_dict(model.module())) {
+    if (names.insert(k).second) tensors.emplace_back(k, v.detach().to(torch::kCPU).contiguous());
+  }
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  config.to_json_file((fs::path(dir) / "config.json").string());
+}
+
+}  // namespace qdqbert::io

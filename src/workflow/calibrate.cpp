@@ -1,0 +1,78 @@
+#include "qdqbert/workflow/calibrate.h"
+
+#include <torch/torch.h>
+
+namespace qdqbert::workflow {
+
+namespace {
+bool selected(const std::string& name, const nn::TensorQuantizer& q, const CalibrationOptions& o) {
+  if (!q->calibrator()) return false;
+  const bool is_weight = name.size() >= 17 && name.compare(name.size() - 17, 17, "_weight_quantizer") == 0;
+  const bool is_input = name.size() >= 16 && name.compare(name.size() - 16, 16, "_input_quantizer") == 0;
+  if (!is_weight && !is_input) return false;
+  if (is_weight && !o.calibrate_weights) return false;
+  return !o.filter || o.filter(name);
+}
+}  // namespace
+
+std::vector<std::string> enable_calibration(TaskModel& model, const CalibrationOptions& o) {
+  std::vector<std::string> names;
+  for (auto& [name, q] : named_quantizers(model.module())) {
+    if (!selected(name, q, o)) continue;
+    q->calibrator()->reset();
+    q->enable_calib();
+    q->disable_quant();
+    names.push_back(name);
+  }
+  return names;
+}
+
+CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions& o) {
+  CalibrationReport report;
+  auto quantizers = named_quantizers(model.module());
+  for (auto& [name, q] : quantizers) {
+    if (!selected(name, q, o) || !q->is_calib_enabled()) continue;
+    if (!q->calibrator()->has_data()) report.no_data.push_back(name);
+  }
+  if (o.strict && !report.no_data.empty()) {
+    std::string all;
+    for (const auto& n : report.no_data) all += "\n  " + n;
+    TORCH_CHECK(false, "calibration: ", report.no_data.size(), " quantizer(s) saw no data (not reached by the ",
+                "calibration batches?):", all);
+  }
+  for (auto& [name, q] : quantizers) {
+    if (!selected(name, q, o) || !q->is_calib_enabled()) continue;
+    if (q->calibrator()->has_data()) {
+      const bool histogram = q->calibrator()->name() == "HistogramCalibrator";
+      if (histogram) {
+        TORCH_CHECK_VALUE(o.method != "max", "calibration: quantizer '", name,
+                          "' has a HistogramCalibrator; use percentile, mse or entropy (or build it with "
+                          "calib_method max)");
+        q->load_calib_amax(o.method, o.amax_options, true, name);
+      } else {
+        q->load_calib_amax("", {}, true, name);
+      }
+      report.calibrated.push_back(name);
+    }
+    q->enable_quant();
+    q->disable_calib();
+  }
+  return report;
+}
+
+CalibrationReport calibrate(TaskModel& model, const std::vector<ModelInputs>& batches, const CalibrationOptions& o) {
+  TORCH_CHECK_VALUE(!batches.empty(), "calibration: no calibration batches");
+  auto& m = model.module();
+  const bool was_training = m.is_training();
+  m.eval();
+  enable_calibration(model, o);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& b : batches) model.run(b);
+  }
+  CalibrationReport r = finish_calibration(model, o);
+  m.train(was_training);
+  return r;
+}
+
+}  // namespace qdqbert::workflow

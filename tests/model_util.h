@@ -1,0 +1,114 @@
+#pragma once
+// Builds the model of a tests/data/model/<case> fixture exactly as the reference did.
+#include <torch/torch.h>
+
+#include "qdqbert/io/checkpoint.h"
+#include "qdqbert/nn/quant_descriptor_json.h"
+#include "test_util.h"
+
+namespace qdqbert::testing {
+
+struct ModelCase {
+  std::string name, dir;
+  nlohmann::json spec;
+  Config config;
+  std::shared_ptr<TaskModel> model;
+  std::map<std::string, at::Tensor> inputs, expected;
+};
+
+inline Config case_config(const nlohmann::json& spec, const std::string& dir) {
+  Config c = Config::from_json_file(dir + "/model/config.json");
+  c.quant_desc_input = spec["quant"]["input_desc"].get<nn::QuantDescriptor>();
+  c.quant_desc_weight = spec["quant"]["weight_desc"].get<nn::QuantDescriptor>();
+  return c;
+}
+
+inline void apply_overrides(TaskModel& m, const nlohmann::json& spec) {
+  for (const auto& o : spec["quant"]["overrides"]) {
+    const std::string suffix = o["suffix"], attr = o["attr"];
+    for (auto& [name, q] : named_quantizers(m.module())) {
+      if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+      if (attr == "unsigned") q->set_unsigned(o["value"].get<bool>());
+      else if (attr == "narrow_range") q->set_narrow_range(o["value"].get<bool>());
+      else if (attr == "num_bits") q->set_num_bits(o["value"].get<int64_t>());
+      else throw std::runtime_error("unknown override attribute " + attr);
+    }
+  }
+}
+
+/// Loads the case; `with_amax=false` drops every `_amax` from the checkpoint (to calibrate ourselves).
+inline ModelCase load_case(const std::string& name, bool with_amax = true) {
+  ModelCase c;
+  c.name = name;
+  c.dir = data_path("model/" + name);
+  c.spec = read_json(c.dir + "/case.json");
+  c.config = case_config(c.spec, c.dir);
+  c.model = create_model(c.spec["task"].get<std::string>(), c.config);
+  apply_overrides(*c.model, c.spec);
+  auto state = io::read_checkpoint(c.dir + "/model");
+  if (!with_amax) {
+    for (auto it = state.begin(); it != state.end();) {
+      const std::string& k = it->first;
+      it = k.size() > 6 && k.compare(k.size() - 6, 6, "._amax") == 0 && k.find("clip") == std::string::npos &&
+                   !c.spec["quant"]["input_desc"]["learn_amax"].get<bool>()
+               ? state.erase(it)
+               : std::next(it);
+    }
+  }
+  io::load_state_dict(*c.model, state, /*strict=*/true, c.dir);
+  if (c.spec["quant"]["state"] == "disabled") {
+    for (auto& [n, q] : named_quantizers(c.model->module())) q->disable();
+  }
+  if (c.spec["mode"] == "train") c.model->module().train();
+  else c.model->module().eval();
+  c.inputs = io::load_safetensors(c.dir + "/inputs.safetensors");
+  c.expected = io::load_safetensors(c.dir + "/expected.safetensors");
+  return c;
+}
+
+/// Inputs without a prefix (or with `prefix`, stripped), plus the call's output switches.
+inline ModelInputs case_inputs(const ModelCase& c, const std::string& prefix = "") {
+  ModelInputs in;
+  for (const auto& [k, v] : c.inputs) {
+    if (!prefix.empty()) {
+      if (k.rfind(prefix, 0) == 0) in.set(k.substr(prefix.size()), v);
+    } else if (k.find('_') == std::string::npos || (k.rfind("step", 0) != 0 && k.rfind("full_", 0) != 0)) {
+      in.set(k, v);
+    }
+  }
+  // Unprefixed tensors (e.g. encoder_hidden_states) apply to every step.
+  if (!prefix.empty()) {
+    for (const auto& [k, v] : c.inputs) {
+      if (k.rfind("step", 0) != 0 && k.rfind("full_", 0) != 0) in.set(k, v);
+    }
+  }
+  const auto& call = c.spec["call"];
+  if (call.is_object()) {
+    if (call.contains("output_attentions") && call["output_attentions"].is_boolean()) {
+      in.output_attentions = call["output_attentions"].get<bool>();
+    }
+    if (call.contains("output_hidden_states") && call["output_hidden_states"].is_boolean()) {
+      in.output_hidden_states = call["output_hidden_states"].get<bool>();
+    }
+  }
+  return in;
+}
+
+/// calib.safetensors batches in order.
+inline std::vector<ModelInputs> calib_batches(const ModelCase& c) {
+  auto calib = io::load_safetensors(c.dir + "/calib.safetensors");
+  std::vector<ModelInputs> out;
+  for (int k = 0;; ++k) {
+    const std::string p = "batch" + std::to_string(k) + "_";
+    ModelInputs in;
+    bool any = false;
+    for (const auto& [name, t] : calib) {
+      if (name.rfind(p, 0) == 0) any = in.set(name.substr(p.size()), t) || any;
+    }
+    if (!any) break;
+    out.push_back(in);
+  }
+  return out;
+}
+
+}  // namespace qdqbert::testing
