@@ -155,6 +155,23 @@ void TensorQuantizerImpl::set_unsigned(bool v) {
   ++state_version_;
 }
 
+void TensorQuantizerImpl::set_axis(std::optional<std::vector<int64_t>> axis) {
+  axis_ = std::move(axis);
+  std::vector<int64_t> cal_axis = axis_ ? *axis_ : std::vector<int64_t>{};
+  if (calibrator_) {
+    if (calibrator_->name() == "HistogramCalibrator") {
+      TORCH_CHECK_VALUE(cal_axis.empty(), "TensorQuantizer::set_axis: a histogram calibrator is per tensor only");
+      auto* h = static_cast<calib::HistogramCalibrator*>(calibrator_.get());
+      calibrator_ = std::make_unique<calib::HistogramCalibrator>(num_bits_, cal_axis, unsigned_, h->num_bins(),
+                                                                 h->skip_zeros());
+    } else {
+      calibrator_ = std::make_unique<calib::MaxCalibrator>(num_bits_, cal_axis, unsigned_);
+    }
+  }
+  if (amax_.defined() && amax_.numel() != 1) clear_amax();
+  ++state_version_;
+}
+
 void TensorQuantizerImpl::set_amax(const at::Tensor& value, bool allow_shape_change) {
   TORCH_CHECK_VALUE(value.defined(), "TensorQuantizer::set_amax: undefined tensor");
   at::Tensor v = value.detach().to(at::kFloat);

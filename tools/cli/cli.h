@@ -25,4 +25,21 @@ struct Register {
 /// Sets LibTorch's intra-op thread count (0 = leave the default).
 void set_threads(int threads);
 
+/// Adds --threads to a subcommand.
+void add_threads_option(CLI::App& app, int& threads);
+
+}  // namespace qdqbert::cli
+
+#include <memory>
+
+namespace qdqbert {
+class TaskModel;
+}
+
+namespace qdqbert::cli {
+/// Loads a checkpoint folder as `task` ("" = from config.json), applying an optional --quant-config
+/// file (descriptors before construction, rules after loading). Eval mode.
+std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
+                                      const std::string& quant_config_path, bool strict = true);
+
 }  // namespace qdqbert::cli

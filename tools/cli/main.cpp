@@ -6,6 +6,8 @@
 
 #include "cli.h"
 #include "qdqbert/build_config.h"
+#include "qdqbert/io/checkpoint.h"
+#include "qdqbert/workflow/quant_config.h"
 
 namespace qdqbert::cli {
 std::vector<Subcommand>& registry() {
@@ -14,6 +16,25 @@ std::vector<Subcommand>& registry() {
 }
 void set_threads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
+}
+void add_threads_option(CLI::App& app, int& threads) {
+  app.add_option("--threads", threads, "LibTorch intra-op threads (default: LibTorch's own default)")
+      ->check(CLI::NonNegativeNumber);
+}
+std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
+                                      const std::string& quant_config_path, bool strict) {
+  io::PretrainedOptions options;
+  options.task = task;
+  options.strict = strict;
+  workflow::QuantConfig qc;
+  if (!quant_config_path.empty()) {
+    qc = workflow::QuantConfig::from_json_file(quant_config_path);
+    qc.apply_to(options);
+  }
+  auto model = io::from_pretrained(dir, options);
+  qc.apply(*model);
+  model->module().eval();
+  return model;
 }
 }  // namespace qdqbert::cli
 

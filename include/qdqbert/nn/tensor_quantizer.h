@@ -103,6 +103,9 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   bool fake_quant() const { return fake_quant_; }
   bool learn_amax() const { return learn_amax_; }
   const std::optional<std::vector<int64_t>>& axis() const { return axis_; }
+  /// Changes the quantization axis (nullopt = per tensor); recreates the calibrator and drops a
+  /// stored amax whose shape no longer fits.
+  void set_axis(std::optional<std::vector<int64_t>> axis);
   std::optional<double> scale_amax() const { return scale_amax_; }
   /// The stored `_amax` (undefined = dynamic).
   at::Tensor amax() const { return amax_; }

@@ -1,0 +1,166 @@
+#include "qdqbert/workflow/quant_config.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "qdqbert/error.h"
+#include "qdqbert/io/safetensors.h"
+#include "qdqbert/nn/quant_descriptor_json.h"
+
+namespace qdqbert::workflow {
+
+using nlohmann::json;
+
+QuantConfig QuantConfig::from_json_string(const std::string& text, const std::string& src) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("quant config '", src, "': invalid JSON: ", e.what());
+  }
+  QDQBERT_CHECK(j.is_object(), "quant config '", src, "': expected a JSON object");
+  QuantConfig c;
+  for (const auto& [k, v] : j.items()) {
+    QDQBERT_CHECK(k == "input" || k == "weight" || k == "disable" || k == "quantizers", "quant config '", src,
+                  "': unknown key '", k, "' (expected input, weight, disable, quantizers)");
+  }
+  try {
+    if (j.contains("input") && !j["input"].is_null()) c.input = j["input"].get<nn::QuantDescriptor>();
+    if (j.contains("weight") && !j["weight"].is_null()) c.weight = j["weight"].get<nn::QuantDescriptor>();
+  } catch (const Error& e) {
+    fail("quant config '", src, "': ", e.what());
+  }
+  if (j.contains("disable")) {
+    QDQBERT_CHECK(j["disable"].is_boolean(), "quant config '", src, "': 'disable' must be true or false");
+    c.disable = j["disable"].get<bool>();
+  }
+  if (j.contains("quantizers")) {
+    QDQBERT_CHECK(j["quantizers"].is_object(), "quant config '", src, "': 'quantizers' must be an object");
+    for (const auto& [pattern, r] : j["quantizers"].items()) {
+      QDQBERT_CHECK(r.is_object(), "quant config '", src, "': rule '", pattern, "' must be an object");
+      QuantizerRule rule;
+      rule.pattern = pattern;
+      try {
+        std::regex test(pattern);
+      } catch (const std::regex_error& e) {
+        fail("quant config '", src, "': invalid regex '", pattern, "': ", e.what());
+      }
+      for (const auto& [k, v] : r.items()) {
+        try {
+          if (k == "enable") rule.enable = v.get<bool>();
+          else if (k == "num_bits") rule.num_bits = v.get<int64_t>();
+          else if (k == "unsigned") rule.is_unsigned = v.get<bool>();
+          else if (k == "narrow_range") rule.narrow_range = v.get<bool>();
+          else if (k == "axis") {
+            rule.set_axis = true;
+            if (v.is_number_integer()) rule.axis = std::vector<int64_t>{v.get<int64_t>()};
+            else if (!v.is_null()) rule.axis = v.get<std::vector<int64_t>>();
+          } else {
+            fail("quant config '", src, "': rule '", pattern, "': unknown field '", k, "'");
+          }
+        } catch (const json::exception& e) {
+          fail("quant config '", src, "': rule '", pattern, "': field '", k, "' has the wrong type");
+        }
+      }
+      c.rules.push_back(rule);
+    }
+  }
+  return c;
+}
+
+QuantConfig QuantConfig::from_json_file(const std::string& path) {
+  std::ifstream in(path);
+  QDQBERT_CHECK(in.good(), "quant config: cannot open '", path, "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return from_json_string(ss.str(), path);
+}
+
+std::string QuantConfig::to_json_string() const {
+  json j = json::object();
+  if (input) j["input"] = *input;
+  if (weight) j["weight"] = *weight;
+  j["disable"] = disable;
+  json q = json::object();
+  for (const auto& r : rules) {
+    json o = json::object();
+    if (r.enable) o["enable"] = *r.enable;
+    if (r.num_bits) o["num_bits"] = *r.num_bits;
+    if (r.is_unsigned) o["unsigned"] = *r.is_unsigned;
+    if (r.narrow_range) o["narrow_range"] = *r.narrow_range;
+    if (r.set_axis) o["axis"] = r.axis ? json(*r.axis) : json(nullptr);
+    q[r.pattern] = o;
+  }
+  j["quantizers"] = q;
+  return j.dump(2);
+}
+
+void QuantConfig::to_json_file(const std::string& path) const { io::write_file_atomic(path, to_json_string() + "\n"); }
+
+void QuantConfig::apply_to(io::PretrainedOptions& options) const {
+  if (input) options.quant_desc_input = input;
+  if (weight) options.quant_desc_weight = weight;
+}
+
+std::vector<int> QuantConfig::apply(TaskModel& model) const {
+  auto qs = named_quantizers(model.module());
+  if (disable) {
+    for (auto& [n, q] : qs) q->disable();
+  }
+  std::vector<int> counts;
+  for (const auto& r : rules) {
+    std::regex re(r.pattern);
+    int n = 0;
+    for (auto& [name, q] : qs) {
+      if (!std::regex_search(name, re)) continue;
+      ++n;
+      if (r.enable) *r.enable ? q->enable() : q->disable();
+      if (r.num_bits) q->set_num_bits(*r.num_bits);
+      if (r.is_unsigned) q->set_unsigned(*r.is_unsigned);
+      if (r.narrow_range) q->set_narrow_range(*r.narrow_range);
+      if (r.set_axis) q->set_axis(r.axis);
+    }
+    TORCH_CHECK_VALUE(n > 0, "quant config: rule '", r.pattern, "' matches no quantizer of ", model.class_name());
+    counts.push_back(n);
+  }
+  return counts;
+}
+
+void print_quant_summary(TaskModel& model, std::ostream& os) {
+  auto qs = named_quantizers(model.module());
+  size_t w = 4;
+  for (auto& [n, q] : qs) w = std::max(w, n.size());
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%-*s  %-7s %-5s %-8s %-24s %s\n", static_cast<int>(w), "name", "enabled", "bits",
+                "axis", "amax", "calibrator");
+  os << buf;
+  int enabled = 0, calibrated = 0;
+  for (auto& [n, q] : qs) {
+    std::string axis = q->axis() ? nn::axis_repr(*q->axis(), false) : "tensor";
+    std::string amax = "dynamic";
+    if (q->learn_amax()) {
+      amax = "learned " + nn::py_float_repr(q->clip->clip_value_max.item<double>());
+    } else if (q->has_amax()) {
+      at::Tensor a = q->amax();
+      std::snprintf(buf, sizeof(buf), a.numel() == 1 ? "%.4f" : "[%.4f, %.4f](%lld)", a.min().item<double>(),
+                    a.max().item<double>(), static_cast<long long>(a.numel()));
+      amax = buf;
+      ++calibrated;
+    }
+    const std::string bits = std::string(q->is_unsigned() ? "u" : "") + std::to_string(q->num_bits()) +
+                             (q->narrow_range() ? "n" : "");
+    std::snprintf(buf, sizeof(buf), "%-*s  %-7s %-5s %-8s %-24s %s\n", static_cast<int>(w), n.c_str(),
+                  q->is_enabled() ? "yes" : "no", bits.c_str(), axis.c_str(), amax.c_str(),
+                  q->calibrator() ? q->calibrator()->name().c_str() : "-");
+    os << buf;
+    enabled += q->is_enabled() ? 1 : 0;
+  }
+  os << qs.size() << " quantizers, " << enabled << " enabled, " << calibrated << " with a stored amax\n";
+}
+
+}  // namespace qdqbert::workflow

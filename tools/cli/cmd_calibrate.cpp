@@ -1,0 +1,99 @@
+// qdqbert-cli calibrate: post-training calibration of a checkpoint with batches from a file.
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "cli.h"
+#include "qdqbert/io/checkpoint.h"
+#include "qdqbert/io/safetensors.h"
+#include "qdqbert/workflow/calibrate.h"
+#include "qdqbert/workflow/quant_config.h"
+
+namespace qdqbert::cli {
+namespace {
+
+struct CalibArgs {
+  std::string model, task, calib_data, method = "max", quant_config, output;
+  double percentile = 99.99;
+  int64_t num_bins = 2048, start_bin = 128, stride = 1;
+  int threads = 0;
+};
+
+void run(const CalibArgs& a) {
+  set_threads(a.threads);
+  io::PretrainedOptions options;
+  options.task = a.task;
+  workflow::QuantConfig qc;
+  if (!a.quant_config.empty()) qc = workflow::QuantConfig::from_json_file(a.quant_config);
+  qc.apply_to(options);
+  if (a.method != "max") {
+    // Histogram methods need histogram calibrators on the input quantizers.
+    nn::QuantDescriptor in = options.quant_desc_input ? *options.quant_desc_input : nn::default_quant_desc_input();
+    if (!options.quant_desc_input) {
+      auto cfg = Config::from_json_file(a.model + "/config.json");
+      if (cfg.quant_desc_input) in = *cfg.quant_desc_input;
+    }
+    in.calib_method = "histogram";
+    options.quant_desc_input = in;
+  }
+  auto model = io::from_pretrained(a.model, options);
+  qc.apply(*model);
+  if (a.method != "max") {
+    for (auto& [n, q] : named_quantizers(model->module())) {
+      if (q->calibrator() && q->calibrator()->name() == "HistogramCalibrator") {
+        q->set_calibrator(std::make_unique<calib::HistogramCalibrator>(q->num_bits(), std::vector<int64_t>{},
+                                                                       q->is_unsigned(), a.num_bins));
+      }
+    }
+  }
+  auto data = io::load_safetensors(a.calib_data);
+  std::vector<ModelInputs> batches;
+  for (int k = 0;; ++k) {
+    const std::string p = "batch" + std::to_string(k) + "_";
+    ModelInputs in;
+    bool any = false;
+    for (const auto& [name, t] : data) {
+      if (name.rfind(p, 0) != 0) continue;
+      TORCH_CHECK_VALUE(in.set(name.substr(p.size()), t), "calib data '", a.calib_data, "': unknown tensor '", name,
+                        "'");
+      any = true;
+    }
+    if (!any) break;
+    batches.push_back(in);
+  }
+  TORCH_CHECK_VALUE(!batches.empty(), "calib data '", a.calib_data, "' holds no batch0_* tensors");
+  workflow::CalibrationOptions co;
+  co.method = a.method;
+  co.amax_options.percentile = a.percentile;
+  co.amax_options.start_bin = a.start_bin;
+  co.amax_options.stride = a.stride;
+  co.filter = [&](const std::string&) { return true; };
+  auto report = workflow::calibrate(*model, batches, co);
+  io::save_pretrained(*model, a.output);
+  std::printf("calibrated %zu quantizers with %s over %zu batches; saved to %s\n", report.calibrated.size(),
+              a.method.c_str(), batches.size(), a.output.c_str());
+}
+
+Register reg({"calibrate", "Calibrate quantizers (max, percentile, mse, entropy) and save the checkpoint",
+              [](CLI::App& app) {
+                auto a = std::make_shared<CalibArgs>();
+                app.add_option("--model", a->model, "checkpoint folder")->required();
+                app.add_option("--task", a->task, "model task (default: from config.json)");
+                app.add_option("--calib-data", a->calib_data, "safetensors with batch<k>_<argument> tensors")
+                    ->required();
+                app.add_option("--method", a->method, "max, percentile, mse or entropy")
+                    ->check(CLI::IsMember({"max", "percentile", "mse", "entropy"}));
+                app.add_option("--percentile", a->percentile, "percentile for --method percentile")
+                    ->check(CLI::Range(0.0, 100.0));
+                app.add_option("--num-bins", a->num_bins, "histogram bins")->check(CLI::PositiveNumber);
+                app.add_option("--start-bin", a->start_bin, "first candidate bin (mse, entropy)")
+                    ->check(CLI::NonNegativeNumber);
+                app.add_option("--stride", a->stride, "candidate stride (mse, entropy)")->check(CLI::PositiveNumber);
+                app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                app.add_option("--output", a->output, "folder to write (save_pretrained)")->required();
+                add_threads_option(app, a->threads);
+                app.final_callback([a] { run(*a); });
+              }});
+
+}  // namespace
+}  // namespace qdqbert::cli
