@@ -154,7 +154,15 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.out.find("model.safetensors"), std::string::npos) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
-  for (const char* sub : {"infer", "calibrate", "inspect"}) {
+  // export-onnx: a calibrated fixture exports; a dynamic one is refused with the quantizer's name.
+  r = run_cli("export-onnx --model " + dir + "/model --output " + tmp + "/m.onnx");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("40 QuantizeLinear"), std::string::npos) << r.out;
+  r = run_cli("export-onnx --model " + qt::data_path("model/base_dynamic_all_outputs/model") + " --output " + tmp +
+              "/d.onnx");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("no stored amax"), std::string::npos) << r.out;
+  for (const char* sub : {"infer", "calibrate", "inspect", "export-onnx"}) {
     CliRun h = run_cli(std::string(sub) + " --help");
     EXPECT_EQ(h.rc, 0);
     EXPECT_NE(h.out.find("--model"), std::string::npos);

@@ -18,6 +18,8 @@ class AtomicFile {
 
   void write(const void* data, size_t size);
   void write(const std::string& s) { write(s.data(), s.size()); }
+  /// The temporary file's descriptor (for writers that stream, e.g. protobuf); commit() still required.
+  int fd() const { return fd_; }
   /// Flushes, fsyncs and renames the temporary file over the target.
   void commit();
 
