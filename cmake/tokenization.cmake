@@ -10,3 +10,18 @@ if(TARGET PkgConfig::UTF8PROC)
     set_property(TARGET PkgConfig::UTF8PROC PROPERTY INTERFACE_COMPILE_OPTIONS "${_qdqbert_utf8proc_opts}")
   endif()
 endif()
+
+# CLI parity check: `qdqbert-cli tokenize --requests` over every fixture case, compared by a small
+# Python script (the fixture's expected answers are JSON; Python is the simplest robust checker).
+if(QDQBERT_BUILD_TESTS AND QDQBERT_BUILD_TOOLS)
+  find_package(Python3 COMPONENTS Interpreter QUIET)
+  if(Python3_Interpreter_FOUND)
+    enable_testing()
+    add_test(NAME tokenizer_cli_parity
+             COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/tokenizer_cli_check.py
+                     $<TARGET_FILE:qdqbert-cli> ${PROJECT_SOURCE_DIR}/tests/data/tokenizer
+                     ${PROJECT_BINARY_DIR}/tests/tokenizer_cli_work)
+  else()
+    message(STATUS "qdqbert: no Python 3 interpreter; the tokenize CLI parity test is skipped")
+  endif()
+endif()

@@ -99,7 +99,9 @@ Encoding build(const Template& tmpl, const Span& a, const Span* b, bool add_spec
 // Windows [start, stop) of a sequence of length n cut to `max_len` tokens (tokenizers' Encoding::truncate).
 std::vector<std::pair<size_t, size_t>> windows(size_t n, size_t max_len, size_t stride) {
   if (max_len >= n) return {{0, n}};
-  if (max_len == 0) return {{0, 0}, {0, n}};
+  // The Rust tokenizer would move the whole sequence into one over-long overflow window here.
+  if (max_len == 0) fail("tokenizer: max_length leaves no room for a sequence of ", n, " tokens (its share of the "
+                         "budget after the special tokens is 0); use a larger max_length");
   if (stride >= max_len) fail("tokenizer: `stride` must be strictly less than `max_len=", max_len,
                               "` (the window left for the truncated sequence once the other sequence and the "
                               "special tokens are counted); stride is ", stride);
