@@ -112,6 +112,7 @@ const BertTokenizer& RequestRunner::tokenizer_for(const std::string& init_json) 
   vocab.reserve(static_cast<size_t>(base_.vocab_size()));
   for (int64_t i = 0; i < base_.vocab_size(); ++i) vocab.push_back(base_.id_to_token(i));
   auto t = std::make_unique<BertTokenizer>(std::move(vocab), o);
+  if (cache_.size() >= 16) cache_.clear();  // requests rarely vary their init; keep memory bounded
   t->set_post_processor(base_.post_processor());
   return *cache_.emplace(init_json, std::move(t)).first->second;
 }
