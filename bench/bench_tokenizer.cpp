@@ -33,7 +33,7 @@ const std::string& corpus() {
       const size_t n = nsyl(rng);
       std::string w;
       for (size_t k = 0; k < n; ++k) w += syl[pick(rng)];
-      if (punct(rng) == 0) w[0] = static_cast<char>(w[0] - 32);  // some capitals
+      if (punct(rng) == 0 && w[0] >= 'a' && w[0] <= 'z') w[0] = static_cast<char>(w[0] - 32);  // some capitals
       s += w;
       const size_t p = punct(rng);
       s += p == 1 ? ", " : p == 2 ? ". " : p == 3 ? "'s " : " ";
