@@ -17,9 +17,10 @@ namespace {
 std::string g_vocab_path;
 
 std::vector<std::string> syllables() {
-  return {"the", "qu", "ick", "bro", "wn", "fox", "ju", "mps", "ov", "er", "la", "zy", "dog", "ri", "ver", "gla",
-          "cier", "val", "ley", "moun", "tain", "ques", "tion", "an", "swer", "con", "text", "win", "dow", "stri",
-          "de", "to", "ken", "ca", "fé", "na", "ïve", "re", "su", "mé", "in", "ter", "na", "tio", "nal"};
+  return {"the",  "qu",  "ick",  "bro", "wn",   "fox",  "ju",  "mps",  "ov",   "er",   "la",   "zy",
+          "dog",  "ri",  "ver",  "gla", "cier", "val",  "ley", "moun", "tain", "ques", "tion", "an",
+          "swer", "con", "text", "win", "dow",  "stri", "de",  "to",   "ken",  "ca",   "fé",   "na",
+          "ïve",  "re",  "su",   "mé",  "in",   "ter",  "na",  "tio",  "nal"};
 }
 
 const std::string& corpus() {

@@ -20,15 +20,16 @@ const std::string& model_path() {
     fs::create_directories(dir);
     {
       std::ofstream corpus(dir / "corpus.txt");
-      const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river", "valley",
-                             "glacier", "mountain", "question", "answer", "context", "window", "stride", "token"};
+      const char* words[] = {"the",      "quick",  "brown",   "fox",    "jumps",   "over",
+                             "lazy",     "dog",    "river",   "valley", "glacier", "mountain",
+                             "question", "answer", "context", "window", "stride",  "token"};
       for (int i = 0; i < 400; ++i) {
         for (int k = 0; k < 9; ++k) corpus << words[(i * 7 + k * 5) % 18] << (k == 8 ? ".\n" : " ");
       }
       corpus << "Café naïve résumé 東京\n";
     }
-    tok::SentencePieceTokenizer::train("--input=" + (dir / "corpus.txt").string() + " --model_prefix=" +
-                                       (dir / "spiece").string() +
+    tok::SentencePieceTokenizer::train("--input=" + (dir / "corpus.txt").string() +
+                                       " --model_prefix=" + (dir / "spiece").string() +
                                        " --vocab_size=120 --hard_vocab_limit=false --model_type=unigram "
                                        "--control_symbols=[CLS],[SEP] --pad_id=3 --minloglevel=2");
     return (dir / "spiece.model").string();

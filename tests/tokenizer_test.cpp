@@ -2,14 +2,13 @@
 // slow BertTokenizer, v4.34, plus the harness-derived offsets and fast-tokenizer windows), loading,
 // edge cases and errors.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -152,8 +151,8 @@ TEST_P(TokenizerParity, MatchesReference) {
       }
     } else {
       const json* op = exp.contains("offsets_pair") ? &exp["offsets_pair"] : nullptr;
-      EXPECT_EQ(out["offset_mapping"], check_offsets(exp["input_ids"], exp["token_type_ids"],
-                                                     exp["special_tokens_mask"], exp["offsets"], op));
+      EXPECT_EQ(out["offset_mapping"],
+                check_offsets(exp["input_ids"], exp["token_type_ids"], exp["special_tokens_mask"], exp["offsets"], op));
     }
   }
 
@@ -243,7 +242,8 @@ TEST(TokenizerApi, EncodePairAndDecode) {
   EXPECT_EQ(e.sequence_ids.front(), -1);
   EXPECT_EQ(e.offset_mapping.front(), tok::Offset(0, 0));
   EXPECT_EQ(t.convert_ids_to_tokens({t.cls_token_id(), 999999})[1], "[UNK]");
-  EXPECT_EQ(t.convert_tokens_to_ids({"[SEP]", "no-such-token"}), (std::vector<int64_t>{t.sep_token_id(), t.unk_token_id()}));
+  EXPECT_EQ(t.convert_tokens_to_ids({"[SEP]", "no-such-token"}),
+            (std::vector<int64_t>{t.sep_token_id(), t.unk_token_id()}));
 }
 
 TEST(TokenizerApi, SquadWindowsCoverContextWithStride) {
@@ -311,10 +311,10 @@ TEST(TokenizerErrors, InvalidUtf8NamesTheBytePosition) {
     EXPECT_TRUE(contains(e.what(), "invalid UTF-8")) << e.what();
     EXPECT_TRUE(contains(e.what(), "at byte 3")) << e.what();
   }
-  EXPECT_THROW(t.tokenize("\xED\xA0\x80"), qdqbert::Error);       // surrogate
-  EXPECT_THROW(t.tokenize("\xC0\xAF"), qdqbert::Error);           // overlong
-  EXPECT_THROW(t.tokenize("\xF4\x90\x80\x80"), qdqbert::Error);   // > U+10FFFF
-  EXPECT_THROW(t.tokenize("\xE2\x82"), qdqbert::Error);           // truncated
+  EXPECT_THROW(t.tokenize("\xED\xA0\x80"), qdqbert::Error);      // surrogate
+  EXPECT_THROW(t.tokenize("\xC0\xAF"), qdqbert::Error);          // overlong
+  EXPECT_THROW(t.tokenize("\xF4\x90\x80\x80"), qdqbert::Error);  // > U+10FFFF
+  EXPECT_THROW(t.tokenize("\xE2\x82"), qdqbert::Error);          // truncated
 }
 
 TEST(TokenizerErrors, MissingAndMalformedVocab) {
@@ -393,16 +393,31 @@ TEST(TokenizerLoading, FromPretrainedFolderWithConfigAndTokenizerJson) {
     int64_t id = 0;
     while (std::getline(in, line)) vocab[line] = id++;
   }
-  json tj = {{"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}, {"handle_chinese_chars", true},
-                             {"strip_accents", nullptr}, {"clean_text", true}}},
-             {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
-             {"post_processor",
-              {{"type", "TemplateProcessing"},
-               {"single", json::parse(R"([{"SpecialToken":{"id":"[CLS]","type_id":0}},{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"[SEP]","type_id":0}}])")},
-               {"pair", json::parse(R"([{"SpecialToken":{"id":"[CLS]","type_id":0}},{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"[SEP]","type_id":0}},{"Sequence":{"id":"B","type_id":1}},{"SpecialToken":{"id":"[SEP]","type_id":1}}])")},
-               {"special_tokens", json::parse(R"({"[CLS]":{"id":"[CLS]","ids":[101],"tokens":["[CLS]"]},"[SEP]":{"id":"[SEP]","ids":[102],"tokens":["[SEP]"]}})")}}},
-             {"model", {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"continuing_subword_prefix", "##"},
-                        {"max_input_chars_per_word", 100}, {"vocab", vocab}}}};
+  json tj = {
+      {"normalizer",
+       {{"type", "BertNormalizer"},
+        {"lowercase", true},
+        {"handle_chinese_chars", true},
+        {"strip_accents", nullptr},
+        {"clean_text", true}}},
+      {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single",
+         json::parse(
+             R"([{"SpecialToken":{"id":"[CLS]","type_id":0}},{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"[SEP]","type_id":0}}])")},
+        {"pair",
+         json::parse(
+             R"([{"SpecialToken":{"id":"[CLS]","type_id":0}},{"Sequence":{"id":"A","type_id":0}},{"SpecialToken":{"id":"[SEP]","type_id":0}},{"Sequence":{"id":"B","type_id":1}},{"SpecialToken":{"id":"[SEP]","type_id":1}}])")},
+        {"special_tokens",
+         json::parse(
+             R"({"[CLS]":{"id":"[CLS]","ids":[101],"tokens":["[CLS]"]},"[SEP]":{"id":"[SEP]","ids":[102],"tokens":["[SEP]"]}})")}}},
+      {"model",
+       {{"type", "WordPiece"},
+        {"unk_token", "[UNK]"},
+        {"continuing_subword_prefix", "##"},
+        {"max_input_chars_per_word", 100},
+        {"vocab", vocab}}}};
   std::ofstream(dir / "tokenizer.json") << tj.dump();
   fs::remove(dir / "tokenizer_config.json");
   const auto fast = tok::BertTokenizer::from_pretrained(dir.string());

@@ -22,7 +22,7 @@ typedef struct qdqbert_spm_pieces {
   int32_t* ids;
   uint32_t* begins; /* byte offsets of each piece's surface in the input */
   uint32_t* ends;
-  char** pieces;    /* NUL-terminated piece strings */
+  char** pieces; /* NUL-terminated piece strings */
 } qdqbert_spm_pieces;
 
 int qdqbert_spm_abi(void);

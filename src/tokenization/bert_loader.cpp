@@ -105,7 +105,7 @@ std::vector<std::string> BertTokenizer::parse_vocab(const std::string& text, con
     if (j == std::string::npos) j = text.size();
     std::string line = text.substr(i, j - i);
     if (!line.empty() && line.back() == '\r') line.pop_back();  // Python's universal newlines
-    utf8_to_code_points(line);  // invalid UTF-8 is a malformed vocabulary
+    utf8_to_code_points(line);                                  // invalid UTF-8 is a malformed vocabulary
     vocab.push_back(std::move(line));
     i = j + 1;
   }
@@ -146,8 +146,8 @@ BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, c
     if (!it.value().is_number_integer()) fail("BertTokenizer: ", origin, ": id of '", it.key(), "' is not an integer");
     const int64_t id = it.value().get<int64_t>();
     if (id < 0 || id >= static_cast<int64_t>(v.size()) || seen[static_cast<size_t>(id)]) {
-      fail("BertTokenizer: ", origin, ": the ids of model.vocab are not 0..", v.size() - 1, " (bad or repeated id ",
-           id, " for '", it.key(), "')");
+      fail("BertTokenizer: ", origin, ": the ids of model.vocab are not 0..", v.size() - 1, " (bad or repeated id ", id,
+           " for '", it.key(), "')");
     }
     seen[static_cast<size_t>(id)] = true;
     vocab[static_cast<size_t>(id)] = it.key();
@@ -163,17 +163,20 @@ BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, c
   if (j.contains("normalizer") && j["normalizer"].is_object()) {
     const json& n = j["normalizer"];
     if (n.value("type", "") != "BertNormalizer") {
-      fail("BertTokenizer: ", origin, ": normalizer ", n.value("type", std::string("?")), " is not supported (BertNormalizer only)");
+      fail("BertTokenizer: ", origin, ": normalizer ", n.value("type", std::string("?")),
+           " is not supported (BertNormalizer only)");
     }
     if (n.contains("lowercase") && n["lowercase"].is_boolean()) o.do_lower_case = n["lowercase"];
     if (n.contains("handle_chinese_chars") && n["handle_chinese_chars"].is_boolean()) {
       o.tokenize_chinese_chars = n["handle_chinese_chars"];
     }
-    if (n.contains("strip_accents") && n["strip_accents"].is_boolean()) o.strip_accents = n["strip_accents"].get<bool>();
+    if (n.contains("strip_accents") && n["strip_accents"].is_boolean())
+      o.strip_accents = n["strip_accents"].get<bool>();
   }
   if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
     const std::string t = j["pre_tokenizer"].value("type", "");
-    if (t != "BertPreTokenizer") fail("BertTokenizer: ", origin, ": pre_tokenizer ", t, " is not supported (BertPreTokenizer only)");
+    if (t != "BertPreTokenizer")
+      fail("BertTokenizer: ", origin, ": pre_tokenizer ", t, " is not supported (BertPreTokenizer only)");
   }
   if (j.contains("padding") && j["padding"].is_object() && j["padding"].contains("pad_token") &&
       j["padding"]["pad_token"].is_string()) {
@@ -208,7 +211,8 @@ BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, c
     if (type == "TemplateProcessing") {
       Template t;
       auto parse = [&](const char* key, std::vector<Template::Piece>& out) {
-        if (!p.contains(key) || !p[key].is_array()) fail("BertTokenizer: ", origin, ": TemplateProcessing needs '", key, "'");
+        if (!p.contains(key) || !p[key].is_array())
+          fail("BertTokenizer: ", origin, ": TemplateProcessing needs '", key, "'");
         for (const auto& piece : p[key]) {
           Template::Piece q;
           if (piece.contains("Sequence")) {
@@ -221,7 +225,8 @@ BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, c
             int64_t id = -1;
             if (p.contains("special_tokens") && p["special_tokens"].contains(name) &&
                 p["special_tokens"][name].contains("ids") && p["special_tokens"][name]["ids"].is_array() &&
-                p["special_tokens"][name]["ids"].size() == 1 && p["special_tokens"][name]["ids"][0].is_number_integer()) {
+                p["special_tokens"][name]["ids"].size() == 1 &&
+                p["special_tokens"][name]["ids"][0].is_number_integer()) {
               id = p["special_tokens"][name]["ids"][0].get<int64_t>();
             } else {
               id = id_of(name);
@@ -272,7 +277,8 @@ BertTokenizer BertTokenizer::from_pretrained(const std::string& path,
   BertTokenizerOptions o;
   for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
     const fs::path f = dir / name;
-    if (fs::exists(f, ec)) apply_config(parse_json(read_text(f.string(), name), "'" + f.string() + "'"), o, "'" + f.string() + "'");
+    if (fs::exists(f, ec))
+      apply_config(parse_json(read_text(f.string(), name), "'" + f.string() + "'"), o, "'" + f.string() + "'");
   }
   if (overrides) o = *overrides;
   const fs::path tj = dir / "tokenizer.json";

@@ -38,8 +38,8 @@ std::u32string utf8_to_code_points(std::string_view text) {
     } else if ((b & 0xF8) == 0xF0) {
       len = 4, cp = b & 0x07, min = 0x10000;
     } else {
-      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (byte 0x", std::hex, static_cast<int>(b),
-           std::dec, " cannot start a character)");
+      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (byte 0x", std::hex, static_cast<int>(b), std::dec,
+           " cannot start a character)");
     }
     if (i + len > n) fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (truncated ", len, "-byte sequence)");
     for (size_t k = 1; k < len; ++k) {
@@ -50,8 +50,8 @@ std::u32string utf8_to_code_points(std::string_view text) {
     }
     if (cp < min) fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (overlong encoding)");
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (code point U+", std::hex,
-           static_cast<uint32_t>(cp), std::dec, " is not a Unicode scalar value)");
+      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (code point U+", std::hex, static_cast<uint32_t>(cp),
+           std::dec, " is not a Unicode scalar value)");
     }
     out.push_back(cp);
     i += len;
@@ -229,7 +229,8 @@ struct BertTokenizer::Impl {
     Chars chars;
     chars.reserve(e - b);
     if (!opt.do_basic_tokenize) {
-      for (size_t i = b; i < e; ++i) chars.push_back(Char{cps[i], static_cast<int32_t>(i), static_cast<int32_t>(i + 1)});
+      for (size_t i = b; i < e; ++i)
+        chars.push_back(Char{cps[i], static_cast<int32_t>(i), static_cast<int32_t>(i + 1)});
       split_ws(chars, [&](const Char* wb, const Char* we) { wordpiece(wb, we, out); });
       return;
     }
@@ -393,8 +394,8 @@ BatchEncoding BertTokenizer::encode_batch(const std::vector<std::string>& texts,
   // transformers resolves truncation=None from the batch-level padding request.
   if (!options.truncation && options.padding != Padding::None) row_options.truncation = Truncation::None;
   for (size_t i = 0; i < texts.size(); ++i) {
-    out.encodings.push_back(encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]),
-                                   row_options));
+    out.encodings.push_back(
+        encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row_options));
     out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
   }
   if (options.padding == Padding::Longest) pad_batch(out.encodings, Padding::Longest, std::nullopt, impl_->tmpl);
@@ -494,7 +495,7 @@ std::string BertTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
   std::string text = convert_tokens_to_string(convert_ids_to_tokens(ids, skip_special_tokens));
   if (clean_up_tokenization_spaces.value_or(impl_->opt.clean_up_tokenization_spaces)) {
     static const std::pair<const char*, const char*> rules[] = {
-        {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
         {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : rules) replace_all(text, from, to);
   }
@@ -526,10 +527,12 @@ void BertTokenizer::set_post_processor(Template t) {
   const int64_t n = vocab_size();
   for (const auto* pieces : {&t.single, &t.pair}) {
     for (const auto& p : *pieces) {
-      if (p.sequence < 0 && (p.id < 0 || p.id >= n)) fail("BertTokenizer: post-processor special token id ", p.id, " is outside the vocabulary (size ", n, ")");
+      if (p.sequence < 0 && (p.id < 0 || p.id >= n))
+        fail("BertTokenizer: post-processor special token id ", p.id, " is outside the vocabulary (size ", n, ")");
     }
   }
-  if (t.pad_id < 0 || t.pad_id >= n) fail("BertTokenizer: pad id ", t.pad_id, " is outside the vocabulary (size ", n, ")");
+  if (t.pad_id < 0 || t.pad_id >= n)
+    fail("BertTokenizer: pad id ", t.pad_id, " is outside the vocabulary (size ", n, ")");
   impl_->tmpl = std::move(t);
 }
 

@@ -33,7 +33,8 @@ json encoding_json(const Encoding& e, bool windowed) {
 
 EncodeOptions parse_call(const json& c) {
   EncodeOptions o;
-  if (c.contains("add_special_tokens") && !c["add_special_tokens"].is_null()) o.add_special_tokens = c["add_special_tokens"].get<bool>();
+  if (c.contains("add_special_tokens") && !c["add_special_tokens"].is_null())
+    o.add_special_tokens = c["add_special_tokens"].get<bool>();
   if (c.contains("truncation")) {
     const json& t = c["truncation"];
     if (t.is_boolean()) {

@@ -11,10 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../../plugins/sentencepiece/qdqbert_spm_plugin.h"
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "tokenization/unicode.h"
-#include "../../plugins/sentencepiece/qdqbert_spm_plugin.h"
 #if __has_include("qdqbert/spm_plugin_paths.h")
 #include "qdqbert/spm_plugin_paths.h"
 #endif
@@ -111,7 +111,8 @@ const PluginApi& plugin(const std::string& explicit_path) {
     sym(api->free_string, "qdqbert_spm_free_string");
     sym(api->train, "qdqbert_spm_train");
     if (!ok || api->abi() != QDQBERT_SPM_PLUGIN_ABI) {
-      tried += "\n  " + p + " (not a qdqbert sentencepiece plugin of ABI " + std::to_string(QDQBERT_SPM_PLUGIN_ABI) + ")";
+      tried +=
+          "\n  " + p + " (not a qdqbert sentencepiece plugin of ABI " + std::to_string(QDQBERT_SPM_PLUGIN_ABI) + ")";
       continue;  // leave it mapped: closing a namespace's last library is not always safe
     }
     loaded.push_back(std::move(api));
@@ -231,8 +232,8 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, Se
     auto id = token_to_id(tok);
     if (id && *id != m.unk) return *id;
     if (fallback >= 0) return fallback;
-    fail("SentencePieceTokenizer: the model '", model_path, "' has neither the ", role, " token '", tok,
-         "' nor a ", role == std::string("cls") ? "bos" : "eos", " piece");
+    fail("SentencePieceTokenizer: the model '", model_path, "' has neither the ", role, " token '", tok, "' nor a ",
+         role == std::string("cls") ? "bos" : "eos", " piece");
   };
   const int64_t cls = special(m.opt.cls_token, m.bos, "cls");
   const int64_t sep = special(m.opt.sep_token, m.eos, "sep");
@@ -277,7 +278,8 @@ SentencePieceTokenizer SentencePieceTokenizer::from_pretrained(const std::string
           c["model_max_length"].get<int64_t>() > 0 && c["model_max_length"].get<int64_t>() < (int64_t(1) << 40)) {
         o.model_max_length = c["model_max_length"].get<int64_t>();
       }
-      for (auto [key, dst] : {std::pair<const char*, std::string*>{"cls_token", &o.cls_token}, {"sep_token", &o.sep_token}}) {
+      for (auto [key, dst] :
+           {std::pair<const char*, std::string*>{"cls_token", &o.cls_token}, {"sep_token", &o.sep_token}}) {
         if (c.contains(key) && c[key].is_string()) *dst = c[key];
         if (c.contains(key) && c[key].is_object() && c[key].contains("content") && c[key]["content"].is_string()) {
           *dst = c[key]["content"];
@@ -299,7 +301,9 @@ std::string SentencePieceTokenizer::plugin_location(const std::string& plugin_pa
 std::vector<std::string> SentencePieceTokenizer::tokenize(std::string_view text) const {
   return impl_->tokenize(text).tokens;
 }
-TokenizedText SentencePieceTokenizer::tokenize_with_offsets(std::string_view text) const { return impl_->tokenize(text); }
+TokenizedText SentencePieceTokenizer::tokenize_with_offsets(std::string_view text) const {
+  return impl_->tokenize(text);
+}
 
 Encoding SentencePieceTokenizer::encode(std::string_view text, std::optional<std::string_view> text_pair,
                                         const EncodeOptions& options) const {
@@ -314,13 +318,15 @@ Encoding SentencePieceTokenizer::encode(std::string_view text, std::optional<std
 BatchEncoding SentencePieceTokenizer::encode_batch(const std::vector<std::string>& texts,
                                                    const std::vector<std::string>& pairs,
                                                    const EncodeOptions& options) const {
-  if (!pairs.empty() && pairs.size() != texts.size()) fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
+  if (!pairs.empty() && pairs.size() != texts.size())
+    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
   BatchEncoding out;
   EncodeOptions row = options;
   if (options.padding == Padding::Longest) row.padding = Padding::None;
   if (!options.truncation && options.padding != Padding::None) row.truncation = Truncation::None;
   for (size_t i = 0; i < texts.size(); ++i) {
-    out.encodings.push_back(encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row));
+    out.encodings.push_back(
+        encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row));
     out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
   }
   if (options.padding == Padding::Longest) pad_batch(out.encodings, Padding::Longest, std::nullopt, impl_->tmpl);
@@ -337,13 +343,15 @@ BatchEncoding SentencePieceTokenizer::encode_windows(std::string_view text, std:
 BatchEncoding SentencePieceTokenizer::encode_windows_batch(const std::vector<std::string>& texts,
                                                            const std::vector<std::string>& pairs,
                                                            const EncodeOptions& options) const {
-  if (!pairs.empty() && pairs.size() != texts.size()) fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
+  if (!pairs.empty() && pairs.size() != texts.size())
+    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
   BatchEncoding out;
   for (size_t i = 0; i < texts.size(); ++i) {
     const TokenizedText a = impl_->tokenize(texts[i]);
     std::optional<TokenizedText> b;
     if (!pairs.empty()) b = impl_->tokenize(pairs[i]);
-    for (auto& r : tokenization::encode_windows(a, b ? &*b : nullptr, options, impl_->tmpl, impl_->opt.model_max_length)) {
+    for (auto& r :
+         tokenization::encode_windows(a, b ? &*b : nullptr, options, impl_->tmpl, impl_->opt.model_max_length)) {
       out.encodings.push_back(std::move(r));
       out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
     }
@@ -356,7 +364,8 @@ BatchEncoding SentencePieceTokenizer::encode_windows_batch(const std::vector<std
 std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int32_t> v;
   for (int64_t id : ids) {
-    if (id < 0 || id >= vocab_size()) fail("SentencePieceTokenizer: id ", id, " is outside the vocabulary (size ", vocab_size(), ")");
+    if (id < 0 || id >= vocab_size())
+      fail("SentencePieceTokenizer: id ", id, " is outside the vocabulary (size ", vocab_size(), ")");
     v.push_back(static_cast<int32_t>(id));
   }
   char* s = nullptr;

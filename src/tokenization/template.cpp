@@ -27,7 +27,8 @@ Padding parse_padding(const std::string& s) {
 
 int64_t Template::num_special_tokens(bool is_pair) const {
   const auto& pieces = is_pair ? pair : single;
-  return static_cast<int64_t>(std::count_if(pieces.begin(), pieces.end(), [](const Piece& p) { return p.sequence < 0; }));
+  return static_cast<int64_t>(
+      std::count_if(pieces.begin(), pieces.end(), [](const Piece& p) { return p.sequence < 0; }));
 }
 
 Template Template::bert(int64_t cls_id, int64_t sep_id, int64_t pad_id) {
@@ -100,11 +101,15 @@ Encoding build(const Template& tmpl, const Span& a, const Span* b, bool add_spec
 std::vector<std::pair<size_t, size_t>> windows(size_t n, size_t max_len, size_t stride) {
   if (max_len >= n) return {{0, n}};
   // The Rust tokenizer would move the whole sequence into one over-long overflow window here.
-  if (max_len == 0) fail("tokenizer: max_length leaves no room for a sequence of ", n, " tokens (its share of the "
-                         "budget after the special tokens is 0); use a larger max_length");
-  if (stride >= max_len) fail("tokenizer: `stride` must be strictly less than `max_len=", max_len,
-                              "` (the window left for the truncated sequence once the other sequence and the "
-                              "special tokens are counted); stride is ", stride);
+  if (max_len == 0)
+    fail("tokenizer: max_length leaves no room for a sequence of ", n,
+         " tokens (its share of the "
+         "budget after the special tokens is 0); use a larger max_length");
+  if (stride >= max_len)
+    fail("tokenizer: `stride` must be strictly less than `max_len=", max_len,
+         "` (the window left for the truncated sequence once the other sequence and the "
+         "special tokens are counted); stride is ",
+         stride);
   std::vector<std::pair<size_t, size_t>> out;
   const size_t step = max_len - stride;
   for (size_t start = 0;; start += step) {
@@ -123,9 +128,10 @@ Encoding encode_sequences(const TokenizedText& a, const TokenizedText* b, const 
   const Truncation strategy = resolve_truncation(options, model_max_length, max_length);
   const bool pair = b != nullptr;
   if (options.return_overflowing_tokens && strategy == Truncation::LongestFirst && pair) {
-    fail("tokenizer: Not possible to return overflowing tokens for pair of sequences with the `longest_first`. "
-         "Please select another truncation strategy than `longest_first`, for instance `only_second` or "
-         "`only_first`.");
+    fail(
+        "tokenizer: Not possible to return overflowing tokens for pair of sequences with the `longest_first`. "
+        "Please select another truncation strategy than `longest_first`, for instance `only_second` or "
+        "`only_first`.");
   }
   size_t len_a = a.size(), len_b = pair ? b->size() : 0;
   const int64_t n_special = options.add_special_tokens ? tmpl.num_special_tokens(pair) : 0;
@@ -136,8 +142,8 @@ Encoding encode_sequences(const TokenizedText& a, const TokenizedText* b, const 
     const size_t stride = static_cast<size_t>(options.stride);
     auto cut_tail = [&](const TokenizedText& t, size_t& len, const char* which) {
       if (len <= remove) {
-        fail("tokenizer: cannot truncate to max_length=", *max_length, ": ", remove,
-             " tokens must be removed but the ", which, " sequence has only ", len,
+        fail("tokenizer: cannot truncate to max_length=", *max_length, ": ", remove, " tokens must be removed but the ",
+             which, " sequence has only ", len,
              " (Sequence to truncate too short to respect the provided max_length); choose another truncation "
              "strategy or a larger max_length");
       }
@@ -162,8 +168,10 @@ Encoding encode_sequences(const TokenizedText& a, const TokenizedText* b, const 
       }
     } else if (strategy == Truncation::OnlySecond) {
       if (!pair) {
-        fail("tokenizer: truncation=only_second needs a second sequence (Truncation error: Second sequence not "
-             "provided); the text has ", total, " tokens with special tokens, more than max_length=", *max_length);
+        fail(
+            "tokenizer: truncation=only_second needs a second sequence (Truncation error: Second sequence not "
+            "provided); the text has ",
+            total, " tokens with special tokens, more than max_length=", *max_length);
       }
       cut_tail(*b, len_b, "second");
     }
@@ -211,8 +219,9 @@ std::vector<Encoding> encode_windows(const TokenizedText& a, const TokenizedText
         wb = windows(n2, s2, stride);
       } else {
         if (strategy == Truncation::OnlySecond && !pair) {
-          fail("tokenizer: Truncation error: Second sequence not provided (truncation=only_second needs a text "
-               "pair)");
+          fail(
+              "tokenizer: Truncation error: Second sequence not provided (truncation=only_second needs a text "
+              "pair)");
         }
         const bool first = strategy != Truncation::OnlySecond;
         const size_t n = first ? n1 : n2;

@@ -11,9 +11,7 @@ namespace {
 
 utf8proc_category_t category(char32_t c) { return utf8proc_category(static_cast<utf8proc_int32_t>(c)); }
 
-int ccc(char32_t c) {
-  return utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->combining_class;
-}
+int ccc(char32_t c) { return utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->combining_class; }
 
 bool is_c_category(utf8proc_category_t cat) {
   return cat == UTF8PROC_CATEGORY_CN || cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF ||
@@ -28,8 +26,8 @@ void decompose_into(const Char& ch, Chars& out) {
   }
   utf8proc_int32_t buf[32];
   int boundclass = 0;
-  const utf8proc_ssize_t n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(ch.c), buf, 32,
-                                                     UTF8PROC_DECOMPOSE, &boundclass);
+  const utf8proc_ssize_t n =
+      utf8proc_decompose_char(static_cast<utf8proc_int32_t>(ch.c), buf, 32, UTF8PROC_DECOMPOSE, &boundclass);
   if (n <= 0 || n > 32) {
     out.push_back(ch);
     return;
@@ -62,8 +60,9 @@ std::u32string compose(const Chars& d, size_t begin, size_t end) {
   for (size_t i = begin; i < end; ++i) buf.push_back(static_cast<utf8proc_int32_t>(d[i].c));
   if (buf.empty()) return {};
   buf.push_back(0);
-  const utf8proc_ssize_t n = utf8proc_normalize_utf32(buf.data(), static_cast<utf8proc_ssize_t>(end - begin),
-                                                      static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_STABLE));
+  const utf8proc_ssize_t n =
+      utf8proc_normalize_utf32(buf.data(), static_cast<utf8proc_ssize_t>(end - begin),
+                               static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_STABLE));
   std::u32string out;
   for (utf8proc_ssize_t i = 0; i < std::max<utf8proc_ssize_t>(n, 0); ++i) out.push_back(static_cast<char32_t>(buf[i]));
   return out;
@@ -129,8 +128,8 @@ Chars nfd(const Chars& in) {
 }
 
 Chars nfc(const Chars& in) {
-  // Nothing below U+0300 decomposes into or composes with anything after NFD+NFC... except that
-  // precomposed Latin-1/Latin Extended letters are already NFC: the text is unchanged.
+  // Text made only of characters below U+0300 is already NFC: none of them has a singleton
+  // decomposition or composes with a preceding character (combining marks start at U+0300).
   if (std::all_of(in.begin(), in.end(), [](const Char& ch) { return ch.c < 0x300; })) return in;
   const Chars d = nfd(in);
   Chars out;

@@ -96,8 +96,9 @@ const Register reg{Subcommand{
     "tokenize", "Tokenize text with a BERT WordPiece tokenizer (same ids as the Python BertTokenizer)",
     [](CLI::App& app) {
       auto a = std::make_shared<TokenizeArgs>();
-      app.add_option("--tokenizer", a->tokenizer, "checkpoint folder (vocab.txt, tokenizer.json, tokenizer_config.json) "
-                                                  "or a vocab.txt file")
+      app.add_option("--tokenizer", a->tokenizer,
+                     "checkpoint folder (vocab.txt, tokenizer.json, tokenizer_config.json) "
+                     "or a vocab.txt file")
           ->required();
       app.add_option("--text", a->text, "text to encode");
       app.add_option("--text-pair", a->text_pair, "second text of a pair");

@@ -58,8 +58,7 @@ std::vector<Encoding> encode_windows(const TokenizedText& a, const TokenizedText
 
 /// Pads every row on the right: to the longest row (`Longest`) or to `max_length` (`MaxLength`;
 /// longer rows are left as they are).
-void pad_batch(std::vector<Encoding>& rows, Padding padding, std::optional<int64_t> max_length,
-               const Template& tmpl);
+void pad_batch(std::vector<Encoding>& rows, Padding padding, std::optional<int64_t> max_length, const Template& tmpl);
 
 /// Resolves `truncation=None` / `max_length=None` as transformers does. Returns the strategy to apply
 /// and sets `max_length` (std::nullopt when none applies).
