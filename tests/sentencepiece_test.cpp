@@ -14,10 +14,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A temporary folder removed at exit.
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("qdqbert_spm_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
 const std::string& model_path() {
+  static TempDir tmp;
   static const std::string path = [] {
-    const fs::path dir = fs::temp_directory_path() / ("qdqbert_spm_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
+    const fs::path& dir = tmp.path;
     {
       std::ofstream corpus(dir / "corpus.txt");
       const char* words[] = {"the",      "quick",  "brown",   "fox",    "jumps",   "over",

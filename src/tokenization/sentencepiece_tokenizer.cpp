@@ -10,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unordered_map>
 
 #include "../../plugins/sentencepiece/qdqbert_spm_plugin.h"
 #include "qdqbert/error.h"
@@ -138,6 +139,7 @@ struct SentencePieceTokenizer::Impl {
   Template tmpl;
   int unk = -1, bos = -1, eos = -1, pad = -1;
   std::vector<std::string> pieces;
+  std::unordered_map<std::string, int64_t> piece_ids;
 
   ~Impl() {
     if (model) api->free_model(model);
@@ -227,6 +229,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, Se
       len = m.api->id_to_piece(m.model, i, buf.data(), buf.size());
     }
     m.pieces.emplace_back(buf.data(), len);
+    m.piece_ids.emplace(m.pieces.back(), i);
   }
   auto special = [&](const std::string& tok, int fallback, const char* role) -> int64_t {
     auto id = token_to_id(tok);
@@ -388,10 +391,9 @@ std::vector<std::string> SentencePieceTokenizer::convert_ids_to_tokens(const std
 }
 
 std::optional<int64_t> SentencePieceTokenizer::token_to_id(const std::string& token) const {
-  for (size_t i = 0; i < impl_->pieces.size(); ++i) {
-    if (impl_->pieces[i] == token) return static_cast<int64_t>(i);
-  }
-  return std::nullopt;
+  auto it = impl_->piece_ids.find(token);
+  if (it == impl_->piece_ids.end()) return std::nullopt;
+  return it->second;
 }
 
 int64_t SentencePieceTokenizer::vocab_size() const { return static_cast<int64_t>(impl_->pieces.size()); }
