@@ -24,6 +24,13 @@ if(QDQBERT_BUILD_TESTS AND QDQBERT_BUILD_TOOLS)
   else()
     message(STATUS "qdqbert: no Python 3 interpreter; the tokenize CLI parity test is skipped")
   endif()
+  enable_testing()
+  add_test(NAME tokenizer_cli_quick
+           COMMAND qdqbert-cli tokenize --tokenizer ${PROJECT_SOURCE_DIR}/tests/data/tokenizer/vocab_uncased.txt
+                   --text "Héllo, World!" --text-pair "Second text" --max-length 8 --truncation only_second
+                   --return-offsets)
+  set_tests_properties(tokenizer_cli_quick PROPERTIES PASS_REGULAR_EXPRESSION
+    "tokens: hello , world !\ntokens_pair: second text\nencoded: \\[CLS\\] hello , world ! \\[SEP\\] second \\[SEP\\]")
 endif()
 
 # sentencepiece plugin: Debian's libsentencepiece links its own protobuf-lite, which crashes next to
