@@ -1,0 +1,42 @@
+#pragma once
+/// \file
+/// Sentence embeddings with a QDQBertModel (sentence-transformers recipe: mean over the attention mask,
+/// L2-normalised), plus reading UTF-8 text files line by line with clear errors.
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qdqbert/models/qdqbert.h"
+#include "qdqbert/tokenization/bert_tokenizer.h"
+
+namespace qdqbert::workflow {
+
+/// Reads a UTF-8 text file, one entry per line (trailing "\r" removed). Errors name the file and the
+/// line (and byte) of invalid UTF-8; an empty file is an error.
+std::vector<std::string> read_text_lines(const std::string& path);
+
+struct EmbedOptions {
+  int64_t max_length = 128;
+  int64_t batch_size = 32;
+  /// Called after each batch with (lines done, total).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct Embeddings {
+  at::Tensor input_ids, attention_mask;  ///< [N, L] padded to the longest line
+  at::Tensor last_hidden_state;          ///< [N, L, H]
+  at::Tensor sentence_embedding;         ///< [N, H]
+};
+
+/// Tokenizes `lines` (truncation to max_length), runs `model` (a QDQBertModel or any TaskModel whose
+/// output has last_hidden_state) in batches, and pools.
+Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tokenizer, const std::vector<std::string>& lines,
+                 const EmbedOptions& options = {});
+
+/// Mean over the attention mask, L2-normalised.
+at::Tensor mean_pool_normalize(const at::Tensor& last_hidden_state, const at::Tensor& attention_mask);
+
+}  // namespace qdqbert::workflow

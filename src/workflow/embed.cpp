@@ -1,0 +1,100 @@
+#include "qdqbert/workflow/embed.h"
+
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "qdqbert/error.h"
+#include "qdqbert/tokenization/tensors.h"
+
+namespace qdqbert::workflow {
+
+namespace {
+// Returns the byte offset of the first invalid UTF-8 sequence, or npos.
+size_t invalid_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    int n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
+    if (n < 0 || (n == 1 && c < 0xc2)) return i;
+    if (i + n >= s.size() + (n == 0 ? 1 : 0) && n > 0 && i + n > s.size() - 1 + 1) return i;
+    for (int k = 1; k <= n; ++k) {
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
+    }
+    i += static_cast<size_t>(n) + 1;
+  }
+  return std::string::npos;
+}
+}  // namespace
+
+std::vector<std::string> read_text_lines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  QDQBERT_CHECK(in.good(), "cannot open text file '", path, "'");
+  std::vector<std::string> lines;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const size_t bad = invalid_utf8(line);
+    QDQBERT_CHECK(bad == std::string::npos, "text file '", path, "' line ", n, ": invalid UTF-8 at byte ", bad + 1);
+    lines.push_back(line);
+  }
+  QDQBERT_CHECK(!lines.empty(), "text file '", path, "' is empty");
+  return lines;
+}
+
+at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
+  at::Tensor m = mask.unsqueeze(-1).to(h.dtype());
+  at::Tensor mean = (h * m).sum(1) / m.sum(1).clamp_min(1e-9);
+  return torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+}
+
+Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
+                 const EmbedOptions& o) {
+  TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
+  TORCH_CHECK_VALUE(o.batch_size > 0 && o.max_length > 2, "embed: batch_size must be > 0 and max_length > 2");
+  torch::NoGradGuard no_grad;
+  tokenization::EncodeOptions eo;
+  eo.truncation = tokenization::Truncation::LongestFirst;
+  eo.max_length = o.max_length;
+  eo.padding = tokenization::Padding::Longest;
+  const int64_t n = static_cast<int64_t>(lines.size());
+  std::vector<at::Tensor> ids, masks, hidden, emb;
+  int64_t longest = 0;
+  for (int64_t s = 0; s < n; s += o.batch_size) {
+    const int64_t e = std::min(n, s + o.batch_size);
+    std::vector<std::string> chunk(lines.begin() + s, lines.begin() + e);
+    auto t = tokenization::to_tensors(tok.encode_batch(chunk, {}, eo));
+    ModelInputs in;
+    in.input_ids = t.input_ids;
+    in.attention_mask = t.attention_mask;
+    in.token_type_ids = t.token_type_ids;
+    ModelOutput out = model.run(in);
+    ids.push_back(t.input_ids);
+    masks.push_back(t.attention_mask);
+    hidden.push_back(out.last_hidden_state);
+    emb.push_back(mean_pool_normalize(out.last_hidden_state, t.attention_mask));
+    longest = std::max(longest, t.input_ids.size(1));
+    if (o.progress) o.progress(e, n);
+  }
+  namespace F = torch::nn::functional;
+  auto pad_to = [&](std::vector<at::Tensor>& v, int64_t value) {
+    for (auto& t : v) {
+      const int64_t extra = longest - t.size(1);
+      if (extra == 0) continue;
+      std::vector<int64_t> pad = t.dim() == 3 ? std::vector<int64_t>{0, 0, 0, extra} : std::vector<int64_t>{0, extra};
+      t = F::pad(t, F::PadFuncOptions(pad).value(static_cast<double>(value)));
+    }
+    return torch::cat(v, 0);
+  };
+  Embeddings r;
+  r.input_ids = pad_to(ids, tok.pad_token_id());
+  r.attention_mask = pad_to(masks, 0);
+  r.last_hidden_state = pad_to(hidden, 0);
+  r.sentence_embedding = torch::cat(emb, 0);
+  return r;
+}
+
+}  // namespace qdqbert::workflow

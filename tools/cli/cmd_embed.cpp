@@ -1,0 +1,67 @@
+// qdqbert-cli embed: sentence embeddings for every line of a text file with a checkpoint's own tokenizer.
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "cli.h"
+#include "qdqbert/io/checkpoint.h"
+#include "qdqbert/io/safetensors.h"
+#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/workflow/embed.h"
+
+namespace qdqbert::cli {
+namespace {
+
+struct EmbedArgs {
+  std::string model, text_file, output, quant_config;
+  int64_t max_length = 128, batch_size = 32;
+  int threads = 0;
+};
+
+void run(const EmbedArgs& a) {
+  set_threads(a.threads);
+  auto lines = workflow::read_text_lines(a.text_file);
+  auto tok = tokenization::BertTokenizer::from_pretrained(a.model);
+  auto model = load_model(a.model, "base", a.quant_config);
+  workflow::EmbedOptions o;
+  o.max_length = a.max_length;
+  o.batch_size = a.batch_size;
+  const bool bar = static_cast<int64_t>(lines.size()) > a.batch_size;
+  if (bar) {
+    o.progress = [](int64_t done, int64_t total) {
+      const int width = 30, filled = static_cast<int>(width * done / total);
+      std::fprintf(stderr, "\rembed [%s%s] %lld/%lld lines", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total));
+      if (done == total) std::fprintf(stderr, "\n");
+    };
+  }
+  auto e = workflow::embed(*model, tok, lines, o);
+  io::save_safetensors(a.output,
+                       std::map<std::string, at::Tensor>{{"input_ids", e.input_ids},
+                                                         {"attention_mask", e.attention_mask},
+                                                         {"last_hidden_state", e.last_hidden_state},
+                                                         {"sentence_embedding", e.sentence_embedding}},
+                       {{"format", "pt"}, {"producer", "qdqbert-cli embed"}});
+  std::printf("embedded %zu lines (padded length %lld, dim %lld) -> %s\n", lines.size(),
+              static_cast<long long>(e.input_ids.size(1)), static_cast<long long>(e.sentence_embedding.size(1)),
+              a.output.c_str());
+}
+
+Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for each line of a text file",
+              [](CLI::App& app) {
+                auto a = std::make_shared<EmbedArgs>();
+                app.add_option("--model", a->model, "checkpoint folder with its tokenizer files")->required();
+                app.add_option("--text-file", a->text_file, "UTF-8 text, one input per line")->required();
+                app.add_option("--output", a->output, "safetensors to write")->required();
+                app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                app.add_option("--max-length", a->max_length, "truncate to this many tokens")
+                    ->check(CLI::Range(3, 100000));
+                app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(CLI::PositiveNumber);
+                add_threads_option(app, a->threads);
+                app.final_callback([a] { run(*a); });
+              }});
+
+}  // namespace
+}  // namespace qdqbert::cli
