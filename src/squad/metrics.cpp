@@ -254,11 +254,26 @@ V2Result evaluate_v2(const std::vector<Reference>& references, const std::vector
   return r;
 }
 
+namespace {
+
+// json.dumps of a flat object: Python's separators (", " and ": ") on one line, or indent like nlohmann.
+std::string python_dumps(const nlohmann::ordered_json& j, int indent) {
+  if (indent >= 0) return j.dump(indent);
+  std::string out = "{";
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it != j.begin()) out += ", ";
+    out += nlohmann::ordered_json(it.key()).dump() + ": " + it.value().dump();
+  }
+  return out + "}";
+}
+
+}  // namespace
+
 std::string V1Result::to_json(int indent) const {
   nlohmann::ordered_json j;
   j["exact_match"] = exact_match;
   j["f1"] = f1;
-  return j.dump(indent);
+  return python_dumps(j, indent);
 }
 
 std::string V2Result::to_json(bool with_best, int indent) const {
@@ -282,7 +297,7 @@ std::string V2Result::to_json(bool with_best, int indent) const {
     j["best_f1"] = best_f1;
     j["best_f1_thresh"] = best_f1_thresh;
   }
-  return j.dump(indent);
+  return python_dumps(j, indent);
 }
 
 std::vector<Reference> references_from(const Dataset& dataset) {

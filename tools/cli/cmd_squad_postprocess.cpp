@@ -36,6 +36,9 @@ void run_postprocess(const PostArgs& a) {
   const auto refs = squad::references_from(ds);
   if (a.opt.version_2_with_negative) {
     std::printf("%s\n", squad::evaluate_v2(refs, preds).to_json(true).c_str());
+  } else if (ds.has_negative()) {
+    std::fprintf(stderr, "squad-postprocess: %s has unanswerable questions; no v1.1 metric printed "
+                 "(pass --version-2-with-negative for SQuAD v2)\n", a.data.c_str());
   } else {
     std::printf("%s\n", squad::evaluate_v1(refs, preds).to_json().c_str());
   }
