@@ -145,6 +145,7 @@ TEST(SquadMetric, V2WithoutBestAndKeyOrder) {
 TEST(SquadMetric, V1CountsMissingPredictionsAndRejectsAnswerlessReferences) {
   const auto r = sq::evaluate_v1({{"q1", {"x"}}, {"q2", {"y"}}}, {{"q1", "x", 0.0}});
   EXPECT_DOUBLE_EQ(r.exact_match, 50.0);
+  EXPECT_EQ(r.missing, std::vector<std::string>{"q2"});
   // json.dumps layout of the official v1.1 script
   EXPECT_EQ(r.to_json(), "{\"exact_match\": 50.0, \"f1\": 50.0}");
   EXPECT_NE(error_of([] { sq::evaluate_v1({{"qx", {}}}, {{"qx", "", 0.0}}); }).find("\"qx\""), std::string::npos);

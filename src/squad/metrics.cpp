@@ -116,7 +116,10 @@ V1Result evaluate_v1(const std::vector<Reference>& references, const std::vector
   double em_sum = 0, f1_sum = 0;
   for (const auto& ref : references) {
     auto it = preds.find(ref.id);
-    if (it == preds.end()) continue;  // counts as 0
+    if (it == preds.end()) {  // counts as 0
+      r.missing.push_back(ref.id);
+      continue;
+    }
     QDQBERT_CHECK(!ref.answers.empty(), "squad: evaluate_v1: question id \"", ref.id,
                   "\" has no gold answer (an unanswerable question needs the v2 metric: --version 2)");
     QuestionScore q;
@@ -199,7 +202,10 @@ V2Result evaluate_v2(const std::vector<Reference>& references, const std::vector
     const Reference& ref = refs[i];
     has_ans[i] = !ref.answers.empty();
     auto it = preds.find(ref.id);
-    if (it == preds.end()) continue;
+    if (it == preds.end()) {
+      r.missing.push_back(ref.id);
+      continue;
+    }
     pred_of[i] = it->second;
     std::vector<std::string> gold;
     for (const auto& a : ref.answers) {

@@ -18,6 +18,11 @@ struct EvalArgs {
   double na_prob_thresh = 1.0;
 };
 
+// The official scripts name every unanswered question on stderr.
+void warn_missing(const std::vector<std::string>& missing) {
+  for (const auto& id : missing) std::fprintf(stderr, "Unanswered question %s will receive score 0.\n", id.c_str());
+}
+
 void run_eval(const EvalArgs& a) {
   const bool v2 = a.version == 2 || a.v2_flag;
   squad::ReadOptions ro;
@@ -27,7 +32,9 @@ void run_eval(const EvalArgs& a) {
   const auto refs = squad::references_from(ds);
   if (!v2) {
     QDQBERT_CHECK(a.na_prob_file.empty(), "--na-prob-file needs --version 2");
-    std::printf("%s\n", squad::evaluate_v1(refs, preds).to_json().c_str());
+    const auto r = squad::evaluate_v1(refs, preds);
+    warn_missing(r.missing);
+    std::printf("%s\n", r.to_json().c_str());
     return;
   }
   if (!a.na_prob_file.empty()) {
@@ -41,6 +48,7 @@ void run_eval(const EvalArgs& a) {
     }
   }
   const auto r = squad::evaluate_v2(refs, preds, a.na_prob_thresh);
+  warn_missing(r.missing);
   std::printf("%s\n", r.to_json(!a.na_prob_file.empty(), 2).c_str());
 }
 

@@ -47,6 +47,8 @@ struct V1Result {
   double f1 = 0;
   /// Per predicted question: max EM / F1 over its gold answers.
   std::map<std::string, QuestionScore> per_question;
+  /// Reference questions without a prediction (scored 0), in reference order.
+  std::vector<std::string> missing;
   /// `{"exact_match", "f1"}` as the official script prints it.
   std::string to_json(int indent = -1) const;
 };
@@ -63,6 +65,8 @@ struct V2Result {
   double best_exact = 0, best_exact_thresh = 0, best_f1 = 0, best_f1_thresh = 0;
   /// Per predicted question, before the no-answer threshold is applied.
   std::map<std::string, QuestionScore> per_question_raw;
+  /// Reference questions without a prediction (scored 0).
+  std::vector<std::string> missing;
   /// The official v2.0 key layout; `with_best` adds best_exact/best_exact_thresh/best_f1/best_f1_thresh.
   std::string to_json(bool with_best = true, int indent = -1) const;
 };
