@@ -450,12 +450,6 @@ class ReplayEncoder : public sq::TextEncoder {
   int64_t pad_token_id() const override { return 0; }
 };
 
-std::string lstrip_ascii(std::string s) {
-  // The fixture questions only start with ASCII spaces.
-  s.erase(0, s.find_first_not_of(" \t\n"));
-  return s;
-}
-
 const std::vector<std::string> kFeatureFiles = {"features_s48_d8_v1.json", "features_s48_d8_v2.json", "features_s64_d16_v1.json",
                                "features_s64_d16_v2.json"};
 
@@ -476,7 +470,7 @@ TEST_P(SquadFeatureWindows, MatchReferenceWithReplayedTokens) {
     const auto seq = val[i]["sequence_ids"];
     for (size_t k = 0; k < seq.size(); ++k) {
       if (seq[k].is_null()) continue;
-      const std::string& text = seq[k].get<int>() == 0 ? lstrip_ascii(ex.question) : ex.context;
+      const std::string& text = seq[k].get<int>() == 0 ? ex.question : ex.context;
       const sq::Offset off{train[i]["offset_mapping"][k][0], train[i]["offset_mapping"][k][1]};
       enc.tokens[text][off.start] = {train[i]["input_ids"][k].get<int64_t>(), off};
     }
@@ -554,7 +548,7 @@ class CharEncoder : public sq::TextEncoder {  // one token per non-space charact
 TEST(SquadFeatureUnit, NoPaddingLabelsAndErrors) {
   sq::Example e;
   e.id = "u1";
-  e.question = "  ab";
+  e.question = "  ab";  // leading spaces are kept: question offsets count them
   e.context = "abcdefghij";
   e.answers = {{"cd", 2}};
   sq::FeatureOptions opt;
@@ -565,7 +559,7 @@ TEST(SquadFeatureUnit, NoPaddingLabelsAndErrors) {
   ASSERT_EQ(f.size(), 3u);  // [0,4) [3,7) [6,10)
   EXPECT_EQ(f[0].input_ids.size(), 9u);
   EXPECT_EQ(f[2].input_ids.size(), 9u);
-  EXPECT_EQ(f[0].raw_offsets[1], (sq::Offset{0, 1}));  // question offsets are into the stripped question
+  EXPECT_EQ(f[0].raw_offsets[1], (sq::Offset{2, 3}));  // offsets into the question as written
   EXPECT_EQ(f[0].start_position, 6);                    // [CLS] a b [SEP] a b c d [SEP]
   EXPECT_EQ(f[0].end_position, 7);
   EXPECT_EQ(f[1].start_position, 0);  // answer not inside [3, 7)

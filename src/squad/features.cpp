@@ -60,7 +60,9 @@ std::vector<Feature> build_features(const std::vector<Example>& examples, const 
   std::vector<Feature> out;
   for (size_t ei = 0; ei < examples.size(); ++ei) {
     const Example& ex = examples[ei];
-    const EncodedText q = encoder.encode(text::lstrip(ex.question));
+    // The question is tokenized as written: the reference (run_quant_qa.py) does not left-strip it, so
+    // question offsets count its leading spaces (WordPiece ids are the same either way).
+    const EncodedText q = encoder.encode(ex.question);
     const EncodedText c = encoder.encode(ex.context);
     QDQBERT_CHECK(q.ids.size() == q.offsets.size() && c.ids.size() == c.offsets.size(),
                   "squad: question id \"", ex.id, "\": the encoder returned ids and offsets of different lengths");

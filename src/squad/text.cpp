@@ -144,11 +144,4 @@ std::vector<std::u32string> split(const std::u32string& s) {
   return out;
 }
 
-std::string lstrip(const std::string& s) {
-  const std::u32string u = decode(s);
-  size_t i = 0;
-  while (i < u.size() && is_space(u[i])) ++i;
-  return i == 0 ? s : encode(u.substr(i));
-}
-
 }  // namespace qdqbert::squad::text

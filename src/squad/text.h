@@ -1,6 +1,6 @@
 #pragma once
 // Internal helpers of qdqbert::squad: UTF-8 <-> code points and the few Python `str` behaviours the
-// SQuAD reference relies on (indices are code points, str.lower(), str.split(), str.lstrip()).
+// SQuAD reference relies on (indices are code points, str.lower(), str.split()).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,8 +28,5 @@ std::u32string lower(const std::u32string& s);
 
 /// Python str.split() with no argument.
 std::vector<std::u32string> split(const std::u32string& s);
-
-/// Python str.lstrip() with no argument.
-std::string lstrip(const std::string& s);
 
 }  // namespace qdqbert::squad::text
