@@ -103,6 +103,17 @@ TEST(SquadFeaturesCli, WritesTheFixtureLayout) {
                           " --max-seq-length 64 --doc-stride 16 --version-2-with-negative --output " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   expect_features_match(load(out), load(squad_path("features_s64_d16_v2.json")), true, "squad-features");
+  // End to end: our features + the fixture's logits -> the fixture's predictions.
+  const json pp = load(squad_path("postprocess_s64_d16_v2_nb10_ml15_t2.5.json"));
+  const std::string pred = ::testing::TempDir() + "/squad_features_cli_predictions.json";
+  const std::string post = cli + " squad-postprocess --data " + squad_path("dev_v2.json") + " --features " + out +
+                           " --logits " + squad_path("logits_s64_d16_v2.json") +
+                           " --n-best-size 10 --max-answer-length 15 --version-2-with-negative"
+                           " --null-score-diff-threshold 2.5 --output " + pred + " > /dev/null";
+  ASSERT_EQ(std::system(post.c_str()), 0) << post;
+  EXPECT_EQ(load(pred), pp["predictions"]);
+  std::filesystem::remove(pred);
+  std::filesystem::remove(::testing::TempDir() + "/null_odds.json");
   // v2 data without --version-2-with-negative is refused, naming an unanswerable question.
   const std::string bad = cli + " squad-features --data " + squad_path("dev_v2.json") + " --tokenizer " +
                           squad_path("vocab_uncased.txt") + " --output " + out + ".bad 2> " + out + ".err";
