@@ -133,6 +133,16 @@ TEST(SquadMetric, EveryFixtureCase) {
   }
 }
 
+TEST(SquadMetric, V2MissingPredictionScoresZero) {
+  const auto r = sq::evaluate_v2({{"q1", {"x"}}, {"q2", {}}}, {{"q1", "x", 0.0}});
+  EXPECT_EQ(r.missing, std::vector<std::string>{"q2"});
+  EXPECT_EQ(r.total, 2);
+  EXPECT_DOUBLE_EQ(r.exact, 50.0);
+  EXPECT_DOUBLE_EQ(r.has_ans_exact, 100.0);
+  EXPECT_DOUBLE_EQ(r.no_ans_exact, 0.0);
+  EXPECT_LE(r.best_exact, 100.0);
+}
+
 TEST(SquadMetric, V2WithoutBestAndKeyOrder) {
   const json c = load("metric_cases.json")["cases"][2];
   const auto r = sq::evaluate_v2(refs_of(c["references"]), preds_of(c["predictions"]), 1.0);

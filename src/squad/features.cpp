@@ -58,12 +58,14 @@ std::vector<Feature> build_features(const std::vector<Example>& examples, const 
   QDQBERT_CHECK(options.doc_stride >= 0, "squad: doc_stride must be non-negative, got ", options.doc_stride);
   const int64_t cls = encoder.cls_token_id(), sep = encoder.sep_token_id(), pad = encoder.pad_token_id();
   std::vector<Feature> out;
+  EncodedText c;
   for (size_t ei = 0; ei < examples.size(); ++ei) {
     const Example& ex = examples[ei];
     // The question is tokenized as written: the reference (run_quant_qa.py) does not left-strip it, so
     // question offsets count its leading spaces (WordPiece ids are the same either way).
     const EncodedText q = encoder.encode(ex.question);
-    const EncodedText c = encoder.encode(ex.context);
+    // Questions of one paragraph share its context: tokenize it once.
+    if (ei == 0 || ex.context != examples[ei - 1].context) c = encoder.encode(ex.context);
     QDQBERT_CHECK(q.ids.size() == q.offsets.size() && c.ids.size() == c.offsets.size(),
                   "squad: question id \"", ex.id, "\": the encoder returned ids and offsets of different lengths");
     const auto q_len = static_cast<int64_t>(q.ids.size());

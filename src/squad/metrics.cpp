@@ -171,6 +171,8 @@ BestThresh find_best_thresh(const std::vector<Reference>& refs, const std::vecto
       best_thresh = pred_of[i]->no_answer_probability;
     }
   }
+  // The official script divides by the number of predicted questions, which is every question there
+  // (it crashes on a missing prediction); dividing by all keeps best_* comparable with exact/f1.
   return {100.0 * best / static_cast<double>(refs.size()), best_thresh};
 }
 
