@@ -79,8 +79,8 @@ TEST_P(SquadFeaturesTokenizer, MatchesReference) {
   opt.max_seq_length = cfg["max_seq_length"];
   opt.doc_stride = cfg["doc_stride"];
   opt.pad_to_max_length = true;
-  const json mine = json::parse(sq::features_to_json(sq::build_features(ds.examples, *enc, opt),
-                                                     static_cast<int64_t>(ds.examples.size())));
+  const json mine = json::parse(
+      sq::features_to_json(sq::build_features(ds.examples, *enc, opt), static_cast<int64_t>(ds.examples.size())));
   EXPECT_EQ(mine["num_examples"], fx["num_examples"]);
   expect_features_match(mine, fx, true, GetParam());
   // Same windows without padding.
@@ -109,7 +109,8 @@ TEST(SquadFeaturesCli, WritesTheFixtureLayout) {
   const std::string post = cli + " squad-postprocess --data " + squad_path("dev_v2.json") + " --features " + out +
                            " --logits " + squad_path("logits_s64_d16_v2.json") +
                            " --n-best-size 10 --max-answer-length 15 --version-2-with-negative"
-                           " --null-score-diff-threshold 2.5 --output " + pred + " > /dev/null";
+                           " --null-score-diff-threshold 2.5 --output " +
+                           pred + " > /dev/null";
   ASSERT_EQ(std::system(post.c_str()), 0) << post;
   EXPECT_EQ(load(pred), pp["predictions"]);
   std::filesystem::remove(pred);

@@ -268,11 +268,13 @@ TEST(SquadDataset, BadInputNamesTheQuestion) {
 }
 
 TEST(SquadDataset, EmptyDatasetIsAnError) {
-  EXPECT_NE(error_of([] { sq::parse_squad(R"({"version": "1.1", "data": []})", "empty.json"); })
-                .find("empty.json: the dataset has no questions"),
+  EXPECT_NE(error_of([] {
+              sq::parse_squad(R"({"version": "1.1", "data": []})", "empty.json");
+            }).find("empty.json: the dataset has no questions"),
             std::string::npos);
-  EXPECT_NE(error_of([] { sq::parse_squad(R"({"data": [{"paragraphs": [{"context": "c", "qas": []}]}]})", "e"); })
-                .find("no questions"),
+  EXPECT_NE(error_of([] {
+              sq::parse_squad(R"({"data": [{"paragraphs": [{"context": "c", "qas": []}]}]})", "e");
+            }).find("no questions"),
             std::string::npos);
   sq::ReadOptions ok;
   ok.allow_empty = true;
@@ -389,8 +391,8 @@ sq::Feature tiny_feature(const std::string& id) {
   sq::Feature f;
   f.example_id = id;
   // [CLS] q [SEP] ab cd ef [SEP]
-  f.offset_mapping = {std::nullopt, std::nullopt, std::nullopt, sq::Offset{0, 2}, sq::Offset{3, 5},
-                      sq::Offset{6, 8}, std::nullopt};
+  f.offset_mapping = {std::nullopt,     std::nullopt,     std::nullopt, sq::Offset{0, 2},
+                      sq::Offset{3, 5}, sq::Offset{6, 8}, std::nullopt};
   return f;
 }
 
@@ -422,7 +424,8 @@ TEST(SquadPostprocessUnit, EmptyPseudoPredictionAndNullThreshold) {
 TEST(SquadPostprocessUnit, BadInput) {
   sq::PostprocessOptions opt;
   const std::vector<std::vector<float>> row = {{0, 0, 0, 0, 0, 0, 0}};
-  std::string msg = error_of([&] { sq::postprocess_qa_predictions({tiny_example()}, {tiny_feature("zz")}, row, row, opt); });
+  std::string msg =
+      error_of([&] { sq::postprocess_qa_predictions({tiny_example()}, {tiny_feature("zz")}, row, row, opt); });
   EXPECT_NE(msg.find("example_id \"zz\""), std::string::npos) << msg;
   msg = error_of([&] { sq::postprocess_qa_predictions({tiny_example()}, {tiny_feature("t1")}, {}, {}, opt); });
   EXPECT_NE(msg.find("1 features but 0 start-logit rows"), std::string::npos) << msg;
@@ -460,8 +463,8 @@ class ReplayEncoder : public sq::TextEncoder {
   int64_t pad_token_id() const override { return 0; }
 };
 
-const std::vector<std::string> kFeatureFiles = {"features_s48_d8_v1.json", "features_s48_d8_v2.json", "features_s64_d16_v1.json",
-                               "features_s64_d16_v2.json"};
+const std::vector<std::string> kFeatureFiles = {"features_s48_d8_v1.json", "features_s48_d8_v2.json",
+                                                "features_s64_d16_v1.json", "features_s64_d16_v2.json"};
 
 class SquadFeatureWindows : public ::testing::TestWithParam<std::string> {};
 
@@ -570,7 +573,7 @@ TEST(SquadFeatureUnit, NoPaddingLabelsAndErrors) {
   EXPECT_EQ(f[0].input_ids.size(), 9u);
   EXPECT_EQ(f[2].input_ids.size(), 9u);
   EXPECT_EQ(f[0].raw_offsets[1], (sq::Offset{2, 3}));  // offsets into the question as written
-  EXPECT_EQ(f[0].start_position, 6);                    // [CLS] a b [SEP] a b c d [SEP]
+  EXPECT_EQ(f[0].start_position, 6);                   // [CLS] a b [SEP] a b c d [SEP]
   EXPECT_EQ(f[0].end_position, 7);
   EXPECT_EQ(f[1].start_position, 0);  // answer not inside [3, 7)
   EXPECT_EQ(f[1].end_position, 0);
@@ -617,8 +620,8 @@ TEST(SquadCli, PostprocessThenEvalMatchesFixture) {
   ASSERT_EQ(run_cli("squad-postprocess --data " + squad_path("dev_v2.json") + " --features " +
                         squad_path("features_s64_d16_v2.json") + " --logits " + squad_path("logits_s64_d16_v2.json") +
                         " --n-best-size 10 --max-answer-length 15 --version-2-with-negative"
-                        " --null-score-diff-threshold 2.5 --output " + dir + "/predictions.json --nbest-output " +
-                        dir + "/nbest.json",
+                        " --null-score-diff-threshold 2.5 --output " +
+                        dir + "/predictions.json --nbest-output " + dir + "/nbest.json",
                     dir + "/pp.out"),
             0)
       << slurp(dir + "/pp.out.err");
@@ -646,12 +649,10 @@ TEST(SquadCli, PostprocessThenEvalMatchesFixture) {
 
   // v1 eval of the v1 fixture predictions
   const json v1 = load("postprocess_s48_d8_v1_nb20_ml30.json");
-  {
-    std::ofstream(dir + "/v1.json") << v1["predictions"].dump();
-  }
-  ASSERT_EQ(run_cli("squad-eval --data " + squad_path("dev.json") + " --predictions " + dir + "/v1.json",
-                    dir + "/eval1.out"),
-            0);
+  { std::ofstream(dir + "/v1.json") << v1["predictions"].dump(); }
+  ASSERT_EQ(
+      run_cli("squad-eval --data " + squad_path("dev.json") + " --predictions " + dir + "/v1.json", dir + "/eval1.out"),
+      0);
   expect_metric_json(slurp(dir + "/eval1.out"), v1["metric"], "squad-eval v1");
 
   // bad input: one line naming the question
@@ -659,11 +660,11 @@ TEST(SquadCli, PostprocessThenEvalMatchesFixture) {
     std::ofstream(dir + "/bad.json")
         << R"({"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "bad7", "question": "q", "answers": [{"text": "x", "answer_start": 0}]}]}]}]})";
   }
-  EXPECT_EQ(run_cli("squad-postprocess --data " + dir + "/bad.json --features " +
-                        squad_path("features_s64_d16_v1.json") + " --logits " + squad_path("logits_s64_d16_v1.json") +
-                        " --output " + dir + "/p.json",
-                    dir + "/bad.out"),
-            1);
+  EXPECT_EQ(
+      run_cli("squad-postprocess --data " + dir + "/bad.json --features " + squad_path("features_s64_d16_v1.json") +
+                  " --logits " + squad_path("logits_s64_d16_v1.json") + " --output " + dir + "/p.json",
+              dir + "/bad.out"),
+      1);
   EXPECT_NE(slurp(dir + "/bad.out.err").find("question id \"bad7\""), std::string::npos) << slurp(dir + "/bad.out.err");
   std::filesystem::remove_all(dir);
 }

@@ -56,9 +56,10 @@ std::unique_ptr<TextEncoder> make_bert_text_encoder(const std::string& vocab_or_
 #else
 
 std::unique_ptr<TextEncoder> make_bert_text_encoder(const std::string& vocab_or_dir, bool /*do_lower_case*/) {
-  fail("squad: qdqbert was built without the tokenizer component (qdqbert/tokenization/bert_tokenizer.h); "
-       "cannot load ",
-       vocab_or_dir);
+  fail(
+      "squad: qdqbert was built without the tokenizer component (qdqbert/tokenization/bert_tokenizer.h); "
+      "cannot load ",
+      vocab_or_dir);
 }
 
 #endif

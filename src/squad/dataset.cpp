@@ -98,9 +98,10 @@ Dataset parse_squad(const std::string& json_text, const std::string& source, con
             const int64_t len = static_cast<int64_t>(ans_cp.size());
             if (ans.answer_start < 0 || ans.answer_start + len > n ||
                 context_cp.compare(static_cast<size_t>(ans.answer_start), ans_cp.size(), ans_cp) != 0) {
-              fail("squad: ", ans_where, ": answer_start ", ans.answer_start, " does not match the context: expected \"",
-                   ans.text, "\", context has \"", text::slice(context_cp, ans.answer_start, ans.answer_start + len),
-                   "\" there (context length ", n, ")");
+              fail("squad: ", ans_where, ": answer_start ", ans.answer_start,
+                   " does not match the context: expected \"", ans.text, "\", context has \"",
+                   text::slice(context_cp, ans.answer_start, ans.answer_start + len), "\" there (context length ", n,
+                   ")");
             }
           }
           ex.answers.push_back(std::move(ans));

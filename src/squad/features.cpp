@@ -66,8 +66,8 @@ std::vector<Feature> build_features(const std::vector<Example>& examples, const 
     const EncodedText q = encoder.encode(ex.question);
     // Questions of one paragraph share its context: tokenize it once.
     if (ei == 0 || ex.context != examples[ei - 1].context) c = encoder.encode(ex.context);
-    QDQBERT_CHECK(q.ids.size() == q.offsets.size() && c.ids.size() == c.offsets.size(),
-                  "squad: question id \"", ex.id, "\": the encoder returned ids and offsets of different lengths");
+    QDQBERT_CHECK(q.ids.size() == q.offsets.size() && c.ids.size() == c.offsets.size(), "squad: question id \"", ex.id,
+                  "\": the encoder returned ids and offsets of different lengths");
     const auto q_len = static_cast<int64_t>(q.ids.size());
     const auto c_len = static_cast<int64_t>(c.ids.size());
     const int64_t budget = options.max_seq_length - 3 - q_len;
@@ -182,8 +182,8 @@ std::vector<Feature> read_validation_features(const std::string& path) {
     const std::string where = path + ": validation_features[" + std::to_string(i) + "]";
     QDQBERT_CHECK(r.is_object() && r.contains("example_id") && r["example_id"].is_string(), "squad: ", where,
                   ": missing string \"example_id\"");
-    QDQBERT_CHECK(r.contains("offset_mapping") && r["offset_mapping"].is_array(), "squad: ", where,
-                  " (question id \"", r["example_id"].get<std::string>(), "\"): missing array \"offset_mapping\"");
+    QDQBERT_CHECK(r.contains("offset_mapping") && r["offset_mapping"].is_array(), "squad: ", where, " (question id \"",
+                  r["example_id"].get<std::string>(), "\"): missing array \"offset_mapping\"");
     Feature f;
     f.feature_index = r.value("feature_index", static_cast<int64_t>(i));
     f.example_id = r["example_id"].get<std::string>();

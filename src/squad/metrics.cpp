@@ -13,8 +13,7 @@ namespace {
 
 bool is_ascii_punctuation(char32_t c) {
   // Python's string.punctuation: every printable ASCII character that is not alphanumeric or space.
-  return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) ||
-         (c >= 0x7B && c <= 0x7E);
+  return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E);
 }
 
 // re.sub(r"\b(a|an|the)\b", " ", s) with Unicode word characters.

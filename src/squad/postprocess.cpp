@@ -37,16 +37,14 @@ std::vector<int64_t> top_indices(const std::vector<float>& x, int64_t n) {
 
 }  // namespace
 
-PostprocessResult postprocess_qa_predictions(const std::vector<Example>& examples,
-                                             const std::vector<Feature>& features,
+PostprocessResult postprocess_qa_predictions(const std::vector<Example>& examples, const std::vector<Feature>& features,
                                              const std::vector<std::vector<float>>& start_logits,
                                              const std::vector<std::vector<float>>& end_logits,
                                              const PostprocessOptions& options) {
   QDQBERT_CHECK(start_logits.size() == features.size() && end_logits.size() == features.size(),
                 "squad: postprocess: got ", features.size(), " features but ", start_logits.size(),
                 " start-logit rows and ", end_logits.size(), " end-logit rows");
-  QDQBERT_CHECK(options.n_best_size > 0, "squad: postprocess: n_best_size must be positive, got ",
-                options.n_best_size);
+  QDQBERT_CHECK(options.n_best_size > 0, "squad: postprocess: n_best_size must be positive, got ", options.n_best_size);
   QDQBERT_CHECK(options.max_answer_length > 0, "squad: postprocess: max_answer_length must be positive, got ",
                 options.max_answer_length);
   std::unordered_map<std::string, size_t> example_index;
@@ -99,7 +97,9 @@ PostprocessResult postprocess_qa_predictions(const std::vector<Example>& example
                      [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
     if (static_cast<int64_t>(prelim.size()) > options.n_best_size) prelim.resize(options.n_best_size);
     if (options.version_2_with_negative && have_null &&
-        std::none_of(prelim.begin(), prelim.end(), [](const Candidate& c) { return c.offsets == Offset{0, 0}; })) {
+        std::none_of(prelim.begin(), prelim.end(), [](const Candidate& c) {
+          return c.offsets == Offset{0, 0};
+        })) {
       prelim.push_back(min_null);
     }
     std::vector<NbestEntry> nbest;
@@ -184,8 +184,8 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read
     fail("squad: ", path, " is not valid JSON: ", e.what());
   }
   auto rows = [&](const char* key) {
-    QDQBERT_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "squad: ", path, ": missing array \"",
-                  key, "\"");
+    QDQBERT_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "squad: ", path, ": missing array \"", key,
+                  "\"");
     std::vector<std::vector<float>> out;
     for (size_t r = 0; r < j[key].size(); ++r) {
       const auto& row = j[key][r];

@@ -39,8 +39,8 @@ void run_features(FeatArgs a) {
   config["truncation"] = "only_second";
   config["tokenizer_vocab"] = a.tokenizer;
   config["do_lower_case"] = true;
-  squad::write_text_file(a.output, squad::features_to_json(features, static_cast<int64_t>(ds.examples.size()),
-                                                           config.dump()));
+  squad::write_text_file(a.output,
+                         squad::features_to_json(features, static_cast<int64_t>(ds.examples.size()), config.dump()));
   std::fprintf(stderr, "squad-features: %zu questions -> %zu features -> %s\n", ds.examples.size(), features.size(),
                a.output.c_str());
 }

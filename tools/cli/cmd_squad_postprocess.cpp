@@ -37,8 +37,10 @@ void run_postprocess(const PostArgs& a) {
   if (a.opt.version_2_with_negative) {
     std::printf("%s\n", squad::evaluate_v2(refs, preds).to_json(true).c_str());
   } else if (ds.has_negative()) {
-    std::fprintf(stderr, "squad-postprocess: %s has unanswerable questions; no v1.1 metric printed "
-                 "(pass --version-2-with-negative for SQuAD v2)\n", a.data.c_str());
+    std::fprintf(stderr,
+                 "squad-postprocess: %s has unanswerable questions; no v1.1 metric printed "
+                 "(pass --version-2-with-negative for SQuAD v2)\n",
+                 a.data.c_str());
   } else {
     std::printf("%s\n", squad::evaluate_v1(refs, preds).to_json().c_str());
   }
@@ -47,8 +49,7 @@ void run_postprocess(const PostArgs& a) {
                null_odds.empty() ? "" : ", ", null_odds.c_str());
 }
 
-Register reg{{"squad-postprocess",
-              "Answers from saved start/end logits (n-best, max answer length, v2 null threshold)",
+Register reg{{"squad-postprocess", "Answers from saved start/end logits (n-best, max answer length, v2 null threshold)",
               [](CLI::App& app) {
                 auto args = std::make_shared<PostArgs>();
                 app.add_option("--data", args->data, "SQuAD dataset JSON the features were built from")
@@ -71,9 +72,11 @@ Register reg{{"squad-postprocess",
                 app.add_option("--null-score-diff-threshold", args->opt.null_score_diff_threshold,
                                "v2: predict no-answer when null score - best span score exceeds this")
                     ->capture_default_str();
-                app.add_option("--output", args->output, "predictions JSON {id: text} (null_odds.json goes beside it in v2)")
+                app.add_option("--output", args->output,
+                               "predictions JSON {id: text} (null_odds.json goes beside it in v2)")
                     ->required();
-                app.add_option("--nbest-output", args->nbest_output, "n-best JSON {id: [{start_logit, end_logit, text, probability}]}");
+                app.add_option("--nbest-output", args->nbest_output,
+                               "n-best JSON {id: [{start_logit, end_logit, text, probability}]}");
                 app.final_callback([args] { run_postprocess(*args); });
               }}};
 

@@ -39,8 +39,8 @@ inline std::vector<squad::Prediction> read_predictions(const std::string& path) 
                     "predictions file ", path, ": entry ", i, " needs string \"id\" and \"prediction_text\"");
       squad::Prediction pred{p["id"].get<std::string>(), p["prediction_text"].get<std::string>(), 0.0};
       if (p.contains("no_answer_probability")) {
-        QDQBERT_CHECK(p["no_answer_probability"].is_number(), "predictions file ", path, ": question id \"",
-                      pred.id, "\": no_answer_probability must be a number");
+        QDQBERT_CHECK(p["no_answer_probability"].is_number(), "predictions file ", path, ": question id \"", pred.id,
+                      "\": no_answer_probability must be a number");
         pred.no_answer_probability = p["no_answer_probability"].get<double>();
       }
       out.push_back(std::move(pred));

@@ -67,8 +67,8 @@ struct Feature {
 };
 
 /// Builds the windows of every example, ordered by example then window. Questions are tokenized as
-/// written (the reference does not left-strip them). Throws qdqbert::Error (naming the question id) when the question leaves no
-/// room for context or `doc_stride` is not smaller than the context budget of a split question.
+/// written (the reference does not left-strip them). Throws qdqbert::Error (naming the question id) when the question
+/// leaves no room for context or `doc_stride` is not smaller than the context budget of a split question.
 std::vector<Feature> build_features(const std::vector<Example>& examples, const TextEncoder& encoder,
                                     const FeatureOptions& options);
 

@@ -48,8 +48,7 @@ struct PostprocessResult {
 
 /// Post-processes the logits of `features` (validation view: example_id + offset_mapping) into one
 /// answer per example. `start_logits[i]` / `end_logits[i]` belong to `features[i]`.
-PostprocessResult postprocess_qa_predictions(const std::vector<Example>& examples,
-                                             const std::vector<Feature>& features,
+PostprocessResult postprocess_qa_predictions(const std::vector<Example>& examples, const std::vector<Feature>& features,
                                              const std::vector<std::vector<float>>& start_logits,
                                              const std::vector<std::vector<float>>& end_logits,
                                              const PostprocessOptions& options);
