@@ -3,8 +3,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "minilm_util.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tensors.h"
+#include "qdqbert/workflow/embed.h"
 #include "test_util.h"
 
 namespace qt = qdqbert::testing;
@@ -36,4 +42,79 @@ TEST(MiniLM, Fp32OutputsMatchTransformers) {
     at::Tensor emb = torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().dim(1));
     EXPECT_TRUE(qt::tensors_close(emb, g["sentence_embedding"].slice(0, s, e), 0, 1e-4, "sentence_embedding"));
   }
+}
+
+TEST(MiniLM, TokenIdsMatchTheReferenceTokenizer) {
+  ASSERT_TRUE(qt::minilm_available());
+  auto tok = tokenization::BertTokenizer::from_pretrained(qt::minilm_dir());
+  auto lines = workflow::read_text_lines(qt::data_path("minilm/sentences.txt"));
+  auto g = io::load_safetensors(qt::data_path("minilm/golden.safetensors"));
+  tokenization::EncodeOptions eo;
+  eo.truncation = tokenization::Truncation::LongestFirst;
+  eo.max_length = 128;
+  eo.padding = tokenization::Padding::Longest;
+  auto t = tokenization::to_tensors(tok.encode_batch(lines, {}, eo));
+  ASSERT_EQ(t.input_ids.sizes(), g["input_ids"].sizes());
+  for (int64_t i = 0; i < t.input_ids.size(0); ++i) {
+    EXPECT_TRUE(torch::equal(t.input_ids[i], g["input_ids"][i])) << "line " << i + 1 << ": " << lines[i];
+  }
+  EXPECT_TRUE(torch::equal(t.attention_mask, g["attention_mask"]));
+}
+
+TEST(MiniLM, EmbedCliMatchesTransformers) {
+  ASSERT_TRUE(qt::minilm_available());
+  const std::string out = (std::filesystem::temp_directory_path() / ("qdqbert_embed_" + std::to_string(::getpid()) +
+                                                                    ".safetensors")).string();
+  const std::string cmd = std::string(QDQBERT_BINARY_DIR) + "/tools/cli/qdqbert-cli embed --model " +
+                          qt::minilm_dir() + " --text-file " + qt::data_path("minilm/sentences.txt") + " --output " +
+                          out + " --batch-size 16 --threads 2 --quant-config " + qt::data_path("minilm/fp32.json") +
+                          " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto got = io::load_safetensors(out);
+  auto g = io::load_safetensors(qt::data_path("minilm/golden.safetensors"));
+  EXPECT_TRUE(torch::equal(got["input_ids"], g["input_ids"]));
+  EXPECT_TRUE(torch::equal(got["attention_mask"], g["attention_mask"]));
+  // Padded positions hold whatever each batch's padding produced; only real tokens carry meaning.
+  at::Tensor m = g["attention_mask"].unsqueeze(-1).to(torch::kFloat);
+  EXPECT_TRUE(qt::tensors_close(got["last_hidden_state"] * m, g["last_hidden_state"] * m, 0, 1e-4, "last_hidden_state"));
+  EXPECT_TRUE(qt::tensors_close(got["sentence_embedding"], g["sentence_embedding"], 0, 1e-4, "sentence_embedding"));
+  std::filesystem::remove(out);
+}
+
+TEST(MiniLM, BadInputsNameTheFile) {
+  auto err = [](auto&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const auto tmp = std::filesystem::temp_directory_path() / ("qdqbert_minilm_bad_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(tmp);
+  {
+    std::ofstream f(tmp / "bad.txt", std::ios::binary);
+    f << "fine line\nsecond \xff\xfe line\n";
+  }
+  const std::string e = err([&] { workflow::read_text_lines((tmp / "bad.txt").string()); });
+  EXPECT_NE(e.find("line 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("bad.txt"), std::string::npos) << e;
+  { std::ofstream f(tmp / "empty.txt"); }
+  EXPECT_NE(err([&] { workflow::read_text_lines((tmp / "empty.txt").string()); }).find("empty"), std::string::npos);
+  // A checkpoint folder without weights, and one whose config does not match the weights.
+  ASSERT_TRUE(qt::minilm_available());
+  std::filesystem::create_directories(tmp / "noweights");
+  std::filesystem::copy_file(qt::minilm_dir() + "/config.json", tmp / "noweights/config.json");
+  EXPECT_NE(err([&] { io::from_pretrained((tmp / "noweights").string()); }).find("no weights"), std::string::npos);
+  std::filesystem::create_directories(tmp / "mismatch");
+  Config c = Config::from_json_file(qt::minilm_dir() + "/config.json");
+  c.intermediate_size = 1024;
+  c.to_json_file((tmp / "mismatch/config.json").string());
+  std::filesystem::create_symlink(qt::minilm_dir() + "/model.safetensors", tmp / "mismatch/model.safetensors");
+  const std::string m = err([&] { io::from_pretrained((tmp / "mismatch").string()); });
+  EXPECT_NE(m.find("shape"), std::string::npos) << m;
+  EXPECT_NE(m.find("intermediate.dense"), std::string::npos) << m;
+  std::filesystem::create_directories(tmp / "novocab");
+  EXPECT_FALSE(err([&] { tokenization::BertTokenizer::from_pretrained((tmp / "novocab").string()); }).empty());
+  std::filesystem::remove_all(tmp);
 }

@@ -1,6 +1,7 @@
 #include "qdqbert/workflow/embed.h"
 
 #include <torch/torch.h>
+#include <utf8proc.h>
 
 #include <fstream>
 #include <sstream>
@@ -11,18 +12,15 @@
 namespace qdqbert::workflow {
 
 namespace {
-// Returns the byte offset of the first invalid UTF-8 sequence, or npos.
+// Byte offset of the first invalid UTF-8 sequence (utf8proc's validating decoder), or npos.
 size_t invalid_utf8(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    int n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
-    if (n < 0 || (n == 1 && c < 0xc2)) return i;
-    if (i + n >= s.size() + (n == 0 ? 1 : 0) && n > 0 && i + n > s.size() - 1 + 1) return i;
-    for (int k = 1; k <= n; ++k) {
-      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
-    }
-    i += static_cast<size_t>(n) + 1;
+    utf8proc_int32_t cp = 0;
+    const auto n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i),
+                                    static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
+    if (n <= 0) return i;
+    i += static_cast<size_t>(n);
   }
   return std::string::npos;
 }
