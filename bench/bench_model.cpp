@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/onnx/export.h"
 #include "qdqbert/workflow/calibrate.h"
 
 using namespace qdqbert;
@@ -58,6 +59,18 @@ int main(int argc, char** argv) {
     std::printf("%-6lld %14.1f %14.1f %7.2fx\n", static_cast<long long>(b), quant, fp32, quant / fp32);
   }
   for (auto& [n, q] : named_quantizers(model->module())) q->enable();
+  // ONNX Runtime on the same model: int8 Q/DQ graph vs the graph exported without Q/DQ (bench_onnx.py).
+  const std::string onnx_dir = (std::filesystem::temp_directory_path() / "qdqbert_bench_onnx").string();
+  std::filesystem::create_directories(onnx_dir);
+  onnx::export_model(*model, onnx_dir + "/qdq.onnx");
+  for (auto& [n, q] : named_quantizers(model->module())) q->disable();
+  onnx::export_model(*model, onnx_dir + "/fp32.onnx");
+  for (auto& [n, q] : named_quantizers(model->module())) q->enable();
+  const std::string script = std::string(argc > 2 ? argv[2] : "bench/bench_onnx.py");
+  const std::string cmd = "python3 " + script + " " + onnx_dir + " " + std::to_string(threads);
+  std::fflush(stdout);
+  if (std::system(cmd.c_str()) != 0) std::printf("(ONNX Runtime part failed: %s)\n", cmd.c_str());
+  std::filesystem::remove_all(onnx_dir);
   const std::string dir = (std::filesystem::temp_directory_path() / "qdqbert_bench_ckpt").string();
   io::save_pretrained(*model, dir);
   const double mib = std::filesystem::file_size(dir + "/model.safetensors") / (1024.0 * 1024.0);

@@ -1,0 +1,55 @@
+// qdqbert-cli ptq-study: calibrator sweep, sensitivity and greedy partial quantization on real text.
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "cli.h"
+#include "qdqbert/error.h"
+#include "qdqbert/workflow/embed.h"
+#include "qdqbert/workflow/ptq_study.h"
+
+namespace qdqbert::cli {
+namespace {
+
+struct StudyArgs {
+  std::string model, calib_text, eval_text, output;
+  int64_t calib_lines = 256, eval_lines = 0, max_length = 128, batch_size = 32;
+  double target = 0.99;
+  int threads = 0;
+};
+
+void run(const StudyArgs& a) {
+  workflow::PtqStudyOptions o;
+  o.model_dir = a.model;
+  o.calib_lines = workflow::read_text_lines(a.calib_text);
+  o.eval_lines = workflow::read_text_lines(a.eval_text);
+  if (a.calib_lines > 0 && static_cast<int64_t>(o.calib_lines.size()) > a.calib_lines) o.calib_lines.resize(a.calib_lines);
+  if (a.eval_lines > 0 && static_cast<int64_t>(o.eval_lines.size()) > a.eval_lines) o.eval_lines.resize(a.eval_lines);
+  o.output_dir = a.output;
+  o.target_cosine = a.target;
+  o.max_length = a.max_length;
+  o.batch_size = a.batch_size;
+  o.threads = a.threads;
+  std::cout << workflow::run_ptq_study(o);
+}
+
+Register reg({"ptq-study", "Calibrator sweep, per-group sensitivity and greedy partial quantization on real text",
+              [](CLI::App& app) {
+                auto a = std::make_shared<StudyArgs>();
+                app.add_option("--model", a->model, "BERT checkpoint folder with its tokenizer")->required();
+                app.add_option("--calib-text", a->calib_text, "UTF-8 text for calibration, one input per line")
+                    ->required();
+                app.add_option("--eval-text", a->eval_text, "UTF-8 text for evaluation (disjoint from calib)")
+                    ->required();
+                app.add_option("--output", a->output, "report folder")->required();
+                app.add_option("--calib-lines", a->calib_lines, "calibration lines to use")->check(CLI::PositiveNumber);
+                app.add_option("--eval-lines", a->eval_lines, "evaluation lines to use (0 = all)");
+                app.add_option("--target-cosine", a->target, "5th-percentile cosine to reach")->check(CLI::Range(0.0, 1.0));
+                app.add_option("--max-length", a->max_length)->check(CLI::Range(3, 100000));
+                app.add_option("--batch-size", a->batch_size)->check(CLI::PositiveNumber);
+                add_threads_option(app, a->threads);
+                app.final_callback([a] { run(*a); });
+              }});
+
+}  // namespace
+}  // namespace qdqbert::cli
