@@ -336,6 +336,10 @@ TEST(TokenizerErrors, MissingAndMalformedVocab) {
   EXPECT_THROW(tok::BertTokenizer::from_tokenizer_json(R"({"model": {"type": "BPE", "vocab": {}}})"), qdqbert::Error);
   EXPECT_THROW(tok::BertTokenizer::from_tokenizer_json(R"({"model": {"type": "WordPiece", "vocab": {"a": 3}}})"),
                qdqbert::Error);
+  // Fields of the wrong JSON type are qdqbert::Error too (found probing the fuzz target by hand).
+  EXPECT_THROW(tok::BertTokenizer::from_tokenizer_json(
+                   R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}, "normalizer": {"type": 1}})"),
+               qdqbert::Error);
 }
 
 TEST(TokenizerErrors, ImpossibleTruncation) {

@@ -128,8 +128,22 @@ BertTokenizer BertTokenizer::from_vocab_file(const std::string& path, BertTokeni
   }
 }
 
+namespace {
+BertTokenizer tokenizer_from_json(const json& j, const std::string& origin);
+}  // namespace
+
 BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, const std::string& origin) {
   const json j = parse_json(json_text, origin);
+  try {
+    return tokenizer_from_json(j, origin);
+  } catch (const json::exception& e) {
+    // A field of the wrong JSON type deep inside (e.g. a numeric "type").
+    fail("BertTokenizer: malformed ", origin, ": ", e.what());
+  }
+}
+
+namespace {
+BertTokenizer tokenizer_from_json(const json& j, const std::string& origin) {
   if (!j.is_object()) fail("BertTokenizer: ", origin, " must hold a JSON object");
   if (!j.contains("model") || !j["model"].is_object()) fail("BertTokenizer: ", origin, " has no 'model' object");
   const json& model = j["model"];
@@ -262,6 +276,7 @@ BertTokenizer BertTokenizer::from_tokenizer_json(const std::string& json_text, c
   }
   return t;
 }
+}  // namespace
 
 BertTokenizer BertTokenizer::from_pretrained(const std::string& path,
                                              const std::optional<BertTokenizerOptions>& overrides) {
