@@ -118,3 +118,38 @@ TEST(MiniLM, BadInputsNameTheFile) {
   EXPECT_FALSE(err([&] { tokenization::BertTokenizer::from_pretrained((tmp / "novocab").string()); }).empty());
   std::filesystem::remove_all(tmp);
 }
+
+TEST(MiniLM, PtqStudyWritesAUsableReport) {
+  ASSERT_TRUE(qt::minilm_available());
+  ASSERT_TRUE(std::filesystem::exists("/usr/share/games/fortunes")) << "apt-get install fortunes (.ci/run does)";
+  const auto tmp = std::filesystem::temp_directory_path() / ("qdqbert_study_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(tmp);
+  const std::string src = QDQBERT_SOURCE_DIR, cli = std::string(QDQBERT_BINARY_DIR) + "/tools/cli/qdqbert-cli";
+  ASSERT_EQ(std::system((src + "/tools/make-study-text.sh " + tmp.string() + "/text > /dev/null").c_str()), 0);
+  const std::string cmd = cli + " ptq-study --model " + qt::minilm_dir() + " --calib-text " + tmp.string() +
+                          "/text/calib.txt --eval-text " + tmp.string() + "/text/eval.txt --output " + tmp.string() +
+                          "/report --calib-lines 24 --eval-lines 24 --batch-size 24 --target-cosine 0.98 > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  for (const char* f : {"report.md", "report.json", "histograms.svg", "sensitivity.svg", "quant_config.json",
+                        "calibrated/model.safetensors", "calibrated/vocab.txt"}) {
+    EXPECT_TRUE(std::filesystem::exists(tmp / "report" / f)) << f;
+  }
+  auto report = qt::read_json((tmp / "report/report.json").string());
+  EXPECT_EQ(report["sweep"].size(), 12u);  // 6 calibrations x per-channel/per-tensor weights
+  EXPECT_EQ(report["sensitivity"].size(), 1u + 6 * 4);
+  for (const auto& row : report["sweep"]) {
+    EXPECT_GT(row["cosine_mean"].get<double>(), 0.5) << row.dump();
+    EXPECT_LE(row["cosine_mean"].get<double>(), 1.0 + 1e-6);
+  }
+  // The chosen partial quantization is accepted by embed and reaches what the report says.
+  const std::string out = (tmp / "emb.safetensors").string();
+  const std::string embed = cli + " embed --model " + (tmp / "report/calibrated").string() + " --quant-config " +
+                            (tmp / "report/quant_config.json").string() + " --text-file " +
+                            qt::data_path("minilm/sentences.txt") + " --output " + out + " > /dev/null";
+  ASSERT_EQ(std::system(embed.c_str()), 0) << embed;
+  auto e = io::load_safetensors(out);
+  auto g = io::load_safetensors(qt::data_path("minilm/golden.safetensors"));
+  const double mean_cos = (e["sentence_embedding"] * g["sentence_embedding"]).sum(1).mean().item<double>();
+  EXPECT_GT(mean_cos, 0.9) << "partially quantized embeddings drifted too far from FP32";
+  std::filesystem::remove_all(tmp);
+}
