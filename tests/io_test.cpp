@@ -31,15 +31,6 @@ std::string safetensors_bytes(const std::string& header, const std::string& data
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + h + data;
 }
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST(Checkpoint, SaveLoadRoundTripIsIdentical) {
@@ -126,12 +117,12 @@ TEST(Checkpoint, StrictLoadListsEveryMissingAndUnexpectedKey) {
   std::map<std::string, at::Tensor> m(sd.begin(), sd.end());
   m.erase("cls.seq_relationship.bias");
   m["cls.extra.weight"] = torch::zeros({2});
-  const std::string e = error_of([&] { io::load_state_dict(*c.model, m, true, "ckpt"); });
+  const std::string e = qt::error_message([&] { io::load_state_dict(*c.model, m, true, "ckpt"); });
   EXPECT_NE(e.find("cls.seq_relationship.bias"), std::string::npos) << e;
   EXPECT_NE(e.find("cls.extra.weight"), std::string::npos) << e;
   m.erase("cls.extra.weight");
   m["cls.seq_relationship.bias"] = torch::zeros({3});
-  const std::string e2 = error_of([&] { io::load_state_dict(*c.model, m, true, "ckpt"); });
+  const std::string e2 = qt::error_message([&] { io::load_state_dict(*c.model, m, true, "ckpt"); });
   EXPECT_NE(e2.find("cls.seq_relationship.bias"), std::string::npos) << e2;
   EXPECT_NE(e2.find("shape"), std::string::npos) << e2;
 }
@@ -140,22 +131,22 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
   const std::string dir = tmpdir("bad");
   const std::string p = dir + "/m.safetensors";
   write_bytes(p, "abc");
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("too short"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("too short"), std::string::npos);
   write_bytes(p, std::string("\xff\xff\x00\x00\x00\x00\x00\x00", 8) + "{}");
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("past the end"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("past the end"), std::string::npos);
   write_bytes(p, safetensors_bytes("{not json", ""));
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("not valid JSON"), std::string::npos);
   write_bytes(p, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                                    std::string(12, '\0')));
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("overlap"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("overlap"), std::string::npos);
   write_bytes(p, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')));
-  const std::string e = error_of([&] { io::SafetensorsFile f(p); });
+  const std::string e = qt::error_message([&] { io::SafetensorsFile f(p); });
   EXPECT_NE(e.find("'a'"), std::string::npos) << e;
   EXPECT_NE(e.find(p), std::string::npos) << e;
   write_bytes(p, safetensors_bytes(R"({"a":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')));
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("unsupported dtype"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("unsupported dtype"), std::string::npos);
   write_bytes(p, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,80]}})", std::string(8, '\0')));
-  EXPECT_NE(error_of([&] { io::SafetensorsFile f(p); }).find("outside"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::SafetensorsFile f(p); }).find("outside"), std::string::npos);
   // A good file round-trips, zero copy, and the write is atomic (no temp files left).
   io::save_safetensors(p, std::map<std::string, at::Tensor>{{"x", torch::arange(6).view({2, 3})},
                                                             {"s", torch::tensor(1.5f)}});
@@ -165,7 +156,7 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
   int files = 0;
   for (auto& e2 : fs::directory_iterator(dir)) files += e2.is_regular_file() ? 1 : 0;
   EXPECT_EQ(files, 1);
-  EXPECT_NE(error_of([&] { io::save_safetensors("/nonexistent/dir/x.safetensors", t); }).find("/nonexistent/dir"),
+  EXPECT_NE(qt::error_message([&] { io::save_safetensors("/nonexistent/dir/x.safetensors", t); }).find("/nonexistent/dir"),
             std::string::npos);
   fs::remove_all(dir);
 }
@@ -182,14 +173,14 @@ TEST(Config, RoundTripKeepsUnknownKeysAndValidates) {
   EXPECT_EQ(d.vocab_size, 30522);
   EXPECT_EQ(*d.pad_token_id, 1);
   EXPECT_EQ(d.layer_norm_eps, 1e-12);
-  EXPECT_NE(error_of([] { Config::from_json_string(R"({"hidden_size": 30, "num_attention_heads": 4})"); })
+  EXPECT_NE(qt::error_message([] { Config::from_json_string(R"({"hidden_size": 30, "num_attention_heads": 4})"); })
                 .find("not a multiple"),
             std::string::npos);
-  EXPECT_NE(error_of([] { Config::from_json_string(R"({"hidden_act": "swoosh"})"); }).find("swoosh"),
+  EXPECT_NE(qt::error_message([] { Config::from_json_string(R"({"hidden_act": "swoosh"})"); }).find("swoosh"),
             std::string::npos);
-  EXPECT_NE(error_of([] { Config::from_json_string(R"({"hidden_size": "big"})"); }).find("hidden_size"),
+  EXPECT_NE(qt::error_message([] { Config::from_json_string(R"({"hidden_size": "big"})"); }).find("hidden_size"),
             std::string::npos);
-  EXPECT_NE(error_of([] { Config::from_json_string("{oops"); }).find("invalid JSON"), std::string::npos);
+  EXPECT_NE(qt::error_message([] { Config::from_json_string("{oops"); }).find("invalid JSON"), std::string::npos);
   Config e = Config::from_json_string(R"({"num_labels": 5})");
   EXPECT_EQ(e.num_labels(), 5);
 }
@@ -228,12 +219,12 @@ TEST(Model, CloneGivesAnIndependentCopy) {
 TEST(Model, BadInputsAreClearErrors) {
   auto c = qt::load_case("base_dynamic_all_outputs");
   ModelInputs in;
-  EXPECT_NE(error_of([&] { c.model->run(in); }).find("input_ids or inputs_embeds"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { c.model->run(in); }).find("input_ids or inputs_embeds"), std::string::npos);
   in.input_ids = torch::full({1, 4}, 500, torch::kLong);
-  EXPECT_NE(error_of([&] { c.model->run(in); }).find("out of range"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { c.model->run(in); }).find("out of range"), std::string::npos);
   in.input_ids = torch::zeros({1, 100}, torch::kLong);
-  EXPECT_NE(error_of([&] { c.model->run(in); }).find("max_position_embeddings"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { c.model->run(in); }).find("max_position_embeddings"), std::string::npos);
   in.input_ids = torch::zeros({2, 4}, torch::kLong);
   in.attention_mask = torch::ones({2, 5}, torch::kLong);
-  EXPECT_NE(error_of([&] { c.model->run(in); }).find("attention_mask"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { c.model->run(in); }).find("attention_mask"), std::string::npos);
 }

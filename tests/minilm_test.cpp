@@ -82,40 +82,32 @@ TEST(MiniLM, EmbedCliMatchesTransformers) {
 }
 
 TEST(MiniLM, BadInputsNameTheFile) {
-  auto err = [](auto&& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const auto tmp = std::filesystem::temp_directory_path() / ("qdqbert_minilm_bad_" + std::to_string(::getpid()));
   std::filesystem::create_directories(tmp);
   {
     std::ofstream f(tmp / "bad.txt", std::ios::binary);
     f << "fine line\nsecond \xff\xfe line\n";
   }
-  const std::string e = err([&] { workflow::read_text_lines((tmp / "bad.txt").string()); });
+  const std::string e = qt::error_message([&] { workflow::read_text_lines((tmp / "bad.txt").string()); });
   EXPECT_NE(e.find("line 2"), std::string::npos) << e;
   EXPECT_NE(e.find("bad.txt"), std::string::npos) << e;
   { std::ofstream f(tmp / "empty.txt"); }
-  EXPECT_NE(err([&] { workflow::read_text_lines((tmp / "empty.txt").string()); }).find("empty"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { workflow::read_text_lines((tmp / "empty.txt").string()); }).find("empty"), std::string::npos);
   // A checkpoint folder without weights, and one whose config does not match the weights.
   ASSERT_TRUE(qt::minilm_available());
   std::filesystem::create_directories(tmp / "noweights");
   std::filesystem::copy_file(qt::minilm_dir() + "/config.json", tmp / "noweights/config.json");
-  EXPECT_NE(err([&] { io::from_pretrained((tmp / "noweights").string()); }).find("no weights"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { io::from_pretrained((tmp / "noweights").string()); }).find("no weights"), std::string::npos);
   std::filesystem::create_directories(tmp / "mismatch");
   Config c = Config::from_json_file(qt::minilm_dir() + "/config.json");
   c.intermediate_size = 1024;
   c.to_json_file((tmp / "mismatch/config.json").string());
   std::filesystem::create_symlink(qt::minilm_dir() + "/model.safetensors", tmp / "mismatch/model.safetensors");
-  const std::string m = err([&] { io::from_pretrained((tmp / "mismatch").string()); });
+  const std::string m = qt::error_message([&] { io::from_pretrained((tmp / "mismatch").string()); });
   EXPECT_NE(m.find("shape"), std::string::npos) << m;
   EXPECT_NE(m.find("intermediate.dense"), std::string::npos) << m;
   std::filesystem::create_directories(tmp / "novocab");
-  EXPECT_FALSE(err([&] { tokenization::BertTokenizer::from_pretrained((tmp / "novocab").string()); }).empty());
+  EXPECT_FALSE(qt::error_message([&] { tokenization::BertTokenizer::from_pretrained((tmp / "novocab").string()); }).empty());
   std::filesystem::remove_all(tmp);
 }
 

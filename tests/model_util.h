@@ -94,6 +94,22 @@ inline ModelInputs case_inputs(const ModelCase& c, const std::string& prefix = "
   return in;
 }
 
+/// The fixtures' tiny architecture (vocab 103, hidden 32, 2 layers, 4 heads, intermediate 37, 64
+/// positions) with default 8-bit descriptors (per-row weights), for tests that build fresh models.
+inline Config tiny_config() {
+  Config c;
+  c.vocab_size = 103;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 37;
+  c.max_position_embeddings = 64;
+  c.initializer_range = 0.2;
+  c.quant_desc_input = nn::QuantDescriptor();
+  c.quant_desc_weight = nn::quant_desc_8bit_linear_weight_per_row();
+  return c;
+}
+
 /// calib.safetensors batches in order.
 inline std::vector<ModelInputs> calib_batches(const ModelCase& c) {
   auto calib = io::load_safetensors(c.dir + "/calib.safetensors");

@@ -15,20 +15,6 @@ using namespace qdqbert;
 
 namespace {
 
-Config tiny_config() {
-  Config c;
-  c.vocab_size = 103;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
-  c.initializer_range = 0.2;
-  c.quant_desc_input = nn::QuantDescriptor();
-  c.quant_desc_weight = nn::quant_desc_8bit_linear_weight_per_row();
-  return c;
-}
-
 ModelInputs random_inputs(int64_t batch, int64_t seq, bool choices) {
   ModelInputs in;
   std::vector<int64_t> shape = choices ? std::vector<int64_t>{batch, 3, seq} : std::vector<int64_t>{batch, seq};
@@ -60,7 +46,7 @@ namespace {
 // Exports `task` from a freshly calibrated tiny model and checks it in both engines.
 void export_and_check(const std::string& task, const onnx::ExportOptions& opts, const std::string& tag) {
   torch::manual_seed(7);
-  Config cfg = tiny_config();
+  Config cfg = qt::tiny_config();
   if (task == "causal-lm") cfg.is_decoder = true;
   if (task == "sequence-classification" || task == "token-classification") cfg.set_num_labels(3);
   auto model = create_model(task, cfg);
@@ -121,26 +107,18 @@ INSTANTIATE_TEST_SUITE_P(Heads, OnnxExport, ::testing::ValuesIn(task_names()), [
 });
 
 TEST(OnnxExportErrors, RefusesWhatTensorRTCannotRun) {
-  auto err = [](auto&& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const std::string dir = (fs::temp_directory_path() / ("qdqbert_onnx_err" + std::to_string(::getpid()))).string();
   fs::create_directories(dir);
   auto dyn = qt::load_case("base_dynamic_all_outputs");
-  EXPECT_NE(err([&] { onnx::export_model(*dyn.model, dir + "/m.onnx"); }).find("no stored amax"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { onnx::export_model(*dyn.model, dir + "/m.onnx"); }).find("no stored amax"), std::string::npos);
   auto four = qt::load_case("token_cls_4bit_calib_max");
-  EXPECT_NE(err([&] { onnx::export_model(*four.model, dir + "/m.onnx"); }).find("4 bits"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { onnx::export_model(*four.model, dir + "/m.onnx"); }).find("4 bits"), std::string::npos);
   auto narrow = qt::load_case("qa_narrow_range_unsigned_probs");
-  const std::string e = err([&] { onnx::export_model(*narrow.model, dir + "/m.onnx"); });
+  const std::string e = qt::error_message([&] { onnx::export_model(*narrow.model, dir + "/m.onnx"); });
   EXPECT_NE(e.find("narrow range"), std::string::npos) << e;
   EXPECT_NE(e.find("bert.encoder.layer.0"), std::string::npos) << e;
   auto ok = qt::load_case("masked_lm_calib_max");
-  EXPECT_NE(err([&] { onnx::export_model(*ok.model, "/nonexistent/dir/m.onnx"); }).find("/nonexistent/dir"),
+  EXPECT_NE(qt::error_message([&] { onnx::export_model(*ok.model, "/nonexistent/dir/m.onnx"); }).find("/nonexistent/dir"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(dir + "/m.onnx")) << "a failed export must not leave a file";
   fs::remove_all(dir);

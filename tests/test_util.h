@@ -66,4 +66,15 @@ inline ::testing::AssertionResult tensors_equal(const at::Tensor& actual, const 
   return tensors_close(actual, expected, 0.0, 0.0, what);
 }
 
+/// The message of the exception `f` throws ("" when it throws nothing), for substring checks.
+template <typename F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace qdqbert::testing

@@ -14,13 +14,8 @@ using namespace qdqbert;
 
 namespace {
 std::shared_ptr<TaskModel> tiny(const workflow::QuantTrainerOptions& o, const std::string& task = "question-answering") {
-  Config c;
-  c.vocab_size = 103;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 37;
-  c.max_position_embeddings = 64;
+  Config c = qt::tiny_config();
+  c.initializer_range = 0.02;
   c.quant_desc_input = o.input_desc();
   c.quant_desc_weight = o.weight_desc();
   auto m = create_model(task, c);
