@@ -34,11 +34,11 @@ def main():
     rng = np.random.default_rng(0)
     print(f"onnxruntime {ort.__version__}, {threads} threads, seq 128")
     print(f"{'batch':<6} {'ORT int8 QDQ ms':>16} {'ORT fp32 ms':>12} {'ratio':>7}")
-    for b in (1, 8):
+    for b in (1, 8, 32) if len(sys.argv) > 3 else (1, 8):
         feeds = {"input_ids": rng.integers(1000, 30000, (b, 128), dtype=np.int64),
                  "attention_mask": np.ones((b, 128), dtype=np.int64),
                  "token_type_ids": np.zeros((b, 128), dtype=np.int64)}
-        iters = 10 if b == 1 else 4
+        iters = 10 if b == 1 else 4 if b == 8 else 2
         q = median_ms(session(d + "/qdq.onnx", threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), feeds, iters)
         f = median_ms(session(d + "/fp32.onnx", threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), feeds, iters)
         print(f"{b:<6} {q:>16.1f} {f:>12.1f} {q / f:>6.2f}x")

@@ -1,6 +1,7 @@
 #include "qdqbert/nn/tensor_quantizer.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <cstdio>
 #include <sstream>
@@ -78,7 +79,12 @@ TensorQuantizerImpl::TensorQuantizerImpl(TensorQuantizerOptions options) : optio
 }
 
 TensorQuantizerImpl::TensorQuantizerImpl(const TensorQuantizerImpl& o)
-    : torch::nn::Module(o),
+    :
+#if TORCH_VERSION_MAJOR < 2
+      // LibTorch 1.x: Module is a virtual base of Cloneable, initialised by the most-derived class.
+      torch::nn::Module(o),
+#endif
+      torch::nn::Cloneable<TensorQuantizerImpl>(o),
       clip(o.clip),
       options_(o.options_),
       num_bits_(o.num_bits_),

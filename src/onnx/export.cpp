@@ -336,18 +336,6 @@ void name_output(GraphBuilder& b, const std::string& value, const std::string& n
 
 }  // namespace
 
-std::vector<std::string> output_names(const std::string& task) {
-  if (task == "base") return {"last_hidden_state", "pooler_output"};
-  if (task == "question-answering") return {"start_logits", "end_logits"};
-  return {"logits"};
-}
-
-void set_export_mode(TaskModel& model, bool torch_native) {
-  for (auto& [n, q] : named_quantizers(model.module())) {
-    q->set_fake_quant_mode(torch_native ? nn::FakeQuantMode::kTorchNative : nn::FakeQuantMode::kReference);
-  }
-}
-
 ExportReport export_model(TaskModel& model, const std::string& path, const ExportOptions& options) {
   TORCH_CHECK_VALUE(options.opset >= 13 && options.opset <= 17, "onnx export: opset must be in [13, 17], got ",
                     options.opset);
