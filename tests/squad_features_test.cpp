@@ -16,16 +16,14 @@
 #include "qdqbert/squad/dataset.h"
 #include "qdqbert/squad/features.h"
 #include "test_config.h"
+#include "test_util.h"
 
 namespace {
 
 using nlohmann::json;
 namespace sq = qdqbert::squad;
 
-std::string squad_path(const std::string& name) {
-  const char* env = std::getenv("QDQBERT_TEST_DATA");
-  return std::string(env ? env : QDQBERT_TEST_DATA_DIR) + "/squad/" + name;
-}
+std::string squad_path(const std::string& name) { return qdqbert::testing::data_path("squad/" + name); }
 
 json load(const std::string& path) {
   std::ifstream in(path);
@@ -96,7 +94,7 @@ INSTANTIATE_TEST_SUITE_P(SquadFixtures, SquadFeaturesTokenizer, ::testing::Value
 
 TEST(SquadFeaturesCli, WritesTheFixtureLayout) {
   const std::string cli = std::string(QDQBERT_BINARY_DIR) + "/tools/cli/qdqbert-cli";
-  if (!std::filesystem::exists(cli)) GTEST_SKIP() << "qdqbert-cli is not built";
+  ASSERT_TRUE(std::filesystem::exists(cli)) << "qdqbert-cli is not built";
   const std::string out = ::testing::TempDir() + "/squad_features_cli.json";
   const std::string cmd = cli + " squad-features --data " + squad_path("dev_v2.json") + " --tokenizer " +
                           squad_path("vocab_uncased.txt") +

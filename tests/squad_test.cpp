@@ -19,16 +19,14 @@
 #include "qdqbert/squad/metrics.h"
 #include "qdqbert/squad/postprocess.h"
 #include "test_config.h"
+#include "test_util.h"
 
 namespace {
 
 using nlohmann::json;
 namespace sq = qdqbert::squad;
 
-std::string squad_path(const std::string& name) {
-  const char* env = std::getenv("QDQBERT_TEST_DATA");
-  return std::string(env ? env : QDQBERT_TEST_DATA_DIR) + "/squad/" + name;
-}
+std::string squad_path(const std::string& name) { return qdqbert::testing::data_path("squad/" + name); }
 
 json load(const std::string& name) {
   std::ifstream in(squad_path(name));
@@ -613,7 +611,7 @@ std::string slurp(const std::string& path) {
 }
 
 TEST(SquadCli, PostprocessThenEvalMatchesFixture) {
-  if (!std::filesystem::exists(cli_path())) GTEST_SKIP() << "qdqbert-cli is not built";
+  ASSERT_TRUE(std::filesystem::exists(cli_path())) << "qdqbert-cli is not built";
   const std::string dir = ::testing::TempDir() + "/squad_cli";
   std::filesystem::create_directories(dir);
   const json expected = load("postprocess_s64_d16_v2_nb10_ml15_t2.5.json");

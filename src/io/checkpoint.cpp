@@ -148,11 +148,8 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
   }
   for (const auto& [k, v] : targets) {
     if (loaded_names.count(k) || loaded_impls.count(v.unsafeGetTensorImpl())) continue;
-    if (ends_with(k, "._amax") && loaded_names.count(k)) continue;
     report.missing_keys.push_back(k);
   }
-  // Quantizers that have an amax in the model but none in the checkpoint keep theirs (not "missing"
-  // unless strict loading of a calibrated checkpoint is asked for: an `_amax` buffer is a model tensor).
   model.tie_weights();
   if (strict && (!report.missing_keys.empty() || !report.unexpected_keys.empty())) {
     std::ostringstream os;
