@@ -1,7 +1,7 @@
 // all-MiniLM-L6-v2 at seq 128, batch 1, 8 and 32, same thread count everywhere, one run: our FP32
 // forward, our fake-quant forward (every quantizer, max-calibrated), ONNX Runtime on the exported int8
 // Q/DQ graph, and Python transformers FP32 (bench_transformers.py, when a Python with transformers is given).
-// usage: bench_minilm MODEL_DIR [THREADS] [PYTHON_WITH_TRANSFORMERS]
+// usage: bench_minilm MODEL_DIR [THREADS] [PYTHON_WITH_TRANSFORMERS | none]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -15,21 +15,29 @@
 using namespace qdqbert;
 using Clock = std::chrono::steady_clock;
 
-static double median_ms(TaskModel& m, const ModelInputs& in, int iters) {
-  std::vector<double> t;
+namespace {
+
+
+double run_ms(TaskModel& m, const ModelInputs& in) {
+  auto t0 = Clock::now();
   m.run(in);
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    m.run(in);
-    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
 
+void set_quantizers(TaskModel& m, bool on) {
+  for (auto& [n, q] : named_quantizers(m.module())) on ? q->enable() : q->disable();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_minilm MODEL_DIR [THREADS] [PYTHON]\n");
+    std::fprintf(stderr, "usage: bench_minilm MODEL_DIR [THREADS] [PYTHON | none]\n");
     return 2;
   }
   const std::string dir = argv[1];
@@ -52,14 +60,24 @@ int main(int argc, char** argv) {
     ModelInputs in;
     in.input_ids = torch::randint(1000, 30000, {b, 128}, torch::kLong);
     in.attention_mask = torch::ones({b, 128}, torch::kLong);
-    const int iters = b < 32 ? 7 : 3;
-    for (auto& [n, q] : named_quantizers(model->module())) q->disable();
-    const double fp32 = median_ms(*model, in, iters);
-    for (auto& [n, q] : named_quantizers(model->module())) q->enable();
-    const double quant = median_ms(*model, in, iters);
+    // FP32 and fake-quant alternate, so drift in machine load hits both alike; median of each.
+    const int rounds = b == 1 ? 21 : b == 8 ? 9 : 5;
+    std::vector<double> t_fp32, t_quant;
+    for (bool on : {false, true}) {  // warm-up
+      set_quantizers(*model, on);
+      model->run(in);
+    }
+    for (int r = 0; r < rounds; ++r) {
+      set_quantizers(*model, false);
+      t_fp32.push_back(run_ms(*model, in));
+      set_quantizers(*model, true);
+      t_quant.push_back(run_ms(*model, in));
+    }
+    const double fp32 = median(t_fp32), quant = median(t_quant);
     std::printf("%-6lld %10.1f %14.1f %7.2fx\n", static_cast<long long>(b), fp32, quant, quant / fp32);
   }
   std::fflush(stdout);
+  if (argc > 3 && std::string(argv[3]) == "none") return 0;  // our forwards only (profiling)
   const std::string onnx_dir = (std::filesystem::temp_directory_path() / "qdqbert_bench_minilm").string();
   std::filesystem::create_directories(onnx_dir);
   onnx::export_model(*model, onnx_dir + "/qdq.onnx");

@@ -127,6 +127,71 @@ TEST(FakeQuant, DoubleUsesTheCompositeFormula) {
   EXPECT_TRUE(qt::tensors_equal(y, at::clamp(at::round(x * s), -128, 127) / s, "double"));
 }
 
+TEST(FakeQuant, StridedInputsMatchContiguous) {
+  torch::manual_seed(4);
+  at::Tensor base = torch::randn({2, 5, 3, 4}) * 2;
+  const at::Tensor amax = torch::tensor(1.7f);
+  // Dense permuted views are quantized in memory order and keep their strides.
+  for (const at::Tensor& v : {base.permute({0, 2, 1, 3}), base.transpose(-1, -2), base.permute({3, 1, 0, 2})}) {
+    at::Tensor y = fake_tensor_quant(v, amax);
+    EXPECT_TRUE(qt::tensors_equal(y, fake_tensor_quant(v.contiguous(), amax), "permuted view"));
+    EXPECT_EQ(y.strides(), v.strides());
+  }
+  // Views with holes, and per-channel amax on a permuted view, go through a contiguous copy.
+  at::Tensor holes = base.slice(1, 0, 5, 2);
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(holes, amax), fake_tensor_quant(holes.contiguous(), amax), "holes"));
+  at::Tensor per_channel = torch::rand({1, 1, 5, 1}) + 0.5;
+  at::Tensor pv = base.permute({0, 2, 1, 3});
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(pv, per_channel), fake_tensor_quant(pv.contiguous(), per_channel),
+                                "per-channel permuted"));
+}
+
+TEST(FakeQuant, PreparedAmaxIsBitIdentical) {
+  using qdqbert::ops::prepare_amax;
+  torch::manual_seed(3);
+  at::Tensor x = torch::randn({4, 6, 8}) * 3;
+  struct Case {
+    at::Tensor amax;
+    int64_t bits;
+    bool is_unsigned, narrow;
+  };
+  const std::vector<Case> cases = {{torch::tensor(2.5f), 8, false, true},
+                                   {torch::tensor(2.5, at::kDouble), 8, false, false},
+                                   {torch::rand({1, 1, 8}) * 4, 8, false, false},
+                                   {torch::rand({4, 1, 1}) * 4, 4, false, true},
+                                   {torch::tensor({0.f, 1e-9f, 1.f, 2.f, 3.f, 4.f}).reshape({6, 1}), 8, false, false}};
+  for (const auto& c : cases) {
+    const auto p = prepare_amax(c.amax, x.device(), c.bits, c.is_unsigned, c.narrow);
+    EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x, p), fake_tensor_quant(x, c.amax, c.bits, c.is_unsigned, c.narrow),
+                                  "prepared"))
+        << c.amax.sizes();
+  }
+  const auto u = prepare_amax(torch::tensor(2.f), x.device(), 8, /*unsigned=*/true, false);
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.abs(), u), fake_tensor_quant(x.abs(), torch::tensor(2.f), 8, true,
+                                                                                  false),
+                                "unsigned"));
+  EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, u); }).find("negative values encountered"), std::string::npos);
+  const auto half = prepare_amax(torch::tensor(2.f), x.device());
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.to(at::kHalf), half),
+                                fake_tensor_quant(x.to(at::kHalf), torch::tensor(2.f)), "half"));
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.to(at::kDouble), half),
+                                fake_tensor_quant(x.to(at::kDouble), torch::tensor(2.f)), "double"));
+  // The amax is validated once, when prepared; the input on every call.
+  EXPECT_NE(qt::error_message([&] { prepare_amax(torch::tensor(NAN), x.device()); }).find("NaN"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { prepare_amax(torch::tensor(-1.f), x.device()); }).find("negative values in amax"),
+            std::string::npos);
+  const auto per_row = prepare_amax(torch::ones({5, 1}), x.device());
+  EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, per_row); }).find("does not broadcast"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, qdqbert::ops::PreparedAmax{}); }).find("PreparedAmax is empty"),
+            std::string::npos);
+  EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x.to(at::kInt), half); }).find("must be float"),
+            std::string::npos);
+  // Differentiable like the unprepared op.
+  at::Tensor g = torch::tensor({-3.f, -1.f, 0.f, 1.f, 3.f}).requires_grad_(true);
+  fake_tensor_quant(g, prepare_amax(torch::tensor(2.f), g.device())).sum().backward();
+  EXPECT_TRUE(qt::tensors_equal(g.grad(), torch::tensor({0.f, 1.f, 1.f, 1.f, 0.f}), "prepared ste"));
+}
+
 TEST(FakeQuant, GradientIsClippedStraightThrough) {
   at::Tensor x = torch::tensor({-3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f}).requires_grad_(true);
   fake_tensor_quant(x, torch::tensor(2.f)).sum().backward();

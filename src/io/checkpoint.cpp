@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/runtime.h"
 
 namespace qdqbert::io {
 
@@ -172,6 +173,7 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
 
 std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const PretrainedOptions& options,
                                            LoadReport* report) {
+  warn_blas_threading_once();
   const fs::path d(dir);
   TORCH_CHECK(fs::is_directory(d), "from_pretrained: '", dir, "' is not a directory");
   TORCH_CHECK(fs::exists(d / "config.json"), "from_pretrained: '", dir, "' has no config.json");

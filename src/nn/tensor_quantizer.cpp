@@ -267,6 +267,24 @@ at::Tensor TensorQuantizerImpl::effective_amax(const at::Tensor& x) const {
   return amax;
 }
 
+const ops::PreparedAmax& TensorQuantizerImpl::prepared_amax(c10::Device device) {
+  PreparedKey key;
+  key.impl = amax_.unsafeGetTensorImpl();
+  key.data = amax_.data_ptr();
+  key.version = static_cast<int64_t>(amax_._version());
+  key.state = state_version_;
+  key.device = device;
+  key.scale_amax = scale_amax_;
+  if (!(key == prepared_key_) || prepared_.num_bits != num_bits_ || prepared_.is_unsigned != unsigned_ ||
+      prepared_.narrow_range != narrow_range_) {
+    at::NoGradGuard no_grad;
+    at::Tensor amax = scale_amax_ ? amax_.detach() * *scale_amax_ : amax_;
+    prepared_ = ops::prepare_amax(amax, device, num_bits_, unsigned_, narrow_range_);
+    prepared_key_ = key;
+  }
+  return prepared_;
+}
+
 at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
   if (disabled_) return x;
   if (if_calib_) {
@@ -288,6 +306,9 @@ at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
       return out;
     }
     if (mode_ == FakeQuantMode::kTorchNative) return ops::fake_quant_torch_native(in, amax, num_bits_, unsigned_);
+    if (amax_.defined() && !learn_amax_ && in.defined()) {
+      return ops::fake_tensor_quant(in, prepared_amax(in.device()));
+    }
     return ops::fake_tensor_quant(in, amax, num_bits_, unsigned_, narrow_range_);
   }
   if (if_clip_) {

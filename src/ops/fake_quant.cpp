@@ -30,38 +30,54 @@ bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
 }
 
-// Validates x and amax, returns amax as a float32 tensor on x's device.
-at::Tensor checked_amax(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned) {
+// x-side checks against an amax of the given shape (no tensor ops: cheap enough for every call).
+void check_input(const at::Tensor& x, at::IntArrayRef amax_sizes, int64_t amax_numel) {
   TORCH_CHECK(x.defined(), "qdqbert fake quant: input tensor is undefined");
-  TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()),
                    "qdqbert fake quant: input must be float, double, half or bfloat16, got ", x.scalar_type());
+  const int64_t adim = static_cast<int64_t>(amax_sizes.size());
+  TORCH_CHECK_VALUE(adim <= x.dim() || amax_numel == 1, "qdqbert fake quant: amax of shape ", amax_sizes,
+                    " has more dims than the input of shape ", x.sizes());
+  if (amax_numel == 1) return;
+  for (int64_t i = 0; i < adim; ++i) {
+    const int64_t xs = x.size(x.dim() - adim + i);
+    TORCH_CHECK_VALUE(amax_sizes[i] == 1 || amax_sizes[i] == xs, "qdqbert fake quant: amax of shape ", amax_sizes,
+                      " does not broadcast to the input of shape ", x.sizes());
+  }
+}
+
+void check_unsigned_input(const at::Tensor& x, bool is_unsigned) {
+  if (is_unsigned && x.numel() > 0) {
+    TORCH_CHECK_VALUE(x.min().item<double>() >= 0.0,
+                      "qdqbert fake quant: negative values encountered in unsigned quantization (min ",
+                      x.min().item<double>(), ")");
+  }
+}
+
+// amax-side checks; returns amax as float32 on `device` (0-d when it has one element).
+at::Tensor checked_amax_values(const at::Tensor& amax, c10::Device device, int64_t num_bits, bool is_unsigned) {
+  TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
   TORCH_CHECK_TYPE(at::isFloatingType(amax.scalar_type()), "qdqbert fake quant: amax must be floating point, got ",
                    amax.scalar_type());
   check_num_bits(num_bits, is_unsigned);
-  TORCH_CHECK_VALUE(amax.dim() <= x.dim() || amax.numel() == 1, "qdqbert fake quant: amax of shape ", amax.sizes(),
-                    " has more dims than the input of shape ", x.sizes());
-  at::Tensor a = amax.detach().to(x.device(), at::kFloat);
-  if (a.numel() == 1) {
-    a = a.reshape({});
-  } else {
-    for (int64_t i = 0; i < a.dim(); ++i) {
-      const int64_t xs = x.size(x.dim() - a.dim() + i);
-      TORCH_CHECK_VALUE(a.size(i) == 1 || a.size(i) == xs, "qdqbert fake quant: amax of shape ", amax.sizes(),
-                        " does not broadcast to the input of shape ", x.sizes());
-    }
-  }
+  at::Tensor a = amax.detach().to(device, at::kFloat);
+  if (a.numel() == 1) a = a.reshape({});
   if (a.numel() > 0) {
     TORCH_CHECK_VALUE(!a.isnan().any().item<bool>(), "qdqbert fake quant: amax contains NaN (shape ", amax.sizes(),
                       "); was the quantizer calibrated with data?");
     TORCH_CHECK_VALUE(a.min().item<float>() >= 0.f, "qdqbert fake quant: negative values in amax (min ",
                       a.min().item<float>(), ")");
   }
-  if (is_unsigned && x.numel() > 0) {
-    TORCH_CHECK_VALUE(x.min().item<double>() >= 0.0,
-                      "qdqbert fake quant: negative values encountered in unsigned quantization (min ",
-                      x.min().item<double>(), ")");
-  }
+  return a;
+}
+
+// Validates x and amax, returns amax as a float32 tensor on x's device.
+at::Tensor checked_amax(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned) {
+  TORCH_CHECK(x.defined(), "qdqbert fake quant: input tensor is undefined");
+  TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
+  check_input(x, amax.sizes(), amax.numel());
+  at::Tensor a = checked_amax_values(amax, x.device(), num_bits, is_unsigned);
+  check_unsigned_input(x, is_unsigned);
   return a;
 }
 
@@ -113,8 +129,12 @@ detail::BroadcastLayout make_layout(at::IntArrayRef x_sizes, const at::Tensor& a
 // Runs the kernel: returns q/scale (fake) or q (integer) as float32 with x's shape.
 at::Tensor run_kernel(const at::Tensor& x32, const at::Tensor& scale, const at::Tensor& divisor, double lo,
                       double hi, detail::QuantOutput output) {
-  at::Tensor x = x32.contiguous();
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  // One scale for every element: a dense permuted view (the attention's q/k/v heads, a transposed key) is
+  // quantized in its memory order and the output keeps its strides, saving the copy to contiguous.
+  const bool in_memory_order = scale.numel() == 1 && x32.is_non_overlapping_and_dense();
+  at::Tensor x = in_memory_order ? x32 : x32.contiguous();
+  at::Tensor out = in_memory_order ? at::empty_like(x) : at::empty_like(x, at::MemoryFormat::Contiguous);
+  TORCH_INTERNAL_ASSERT(!in_memory_order || out.strides() == x.strides(), "qdqbert fake quant: stride mismatch");
   detail::QuantLaunch p;
   p.x = x.data_ptr<float>();
   p.out = out.data_ptr<float>();
@@ -123,7 +143,7 @@ at::Tensor run_kernel(const at::Tensor& x32, const at::Tensor& scale, const at::
   p.min_bound = static_cast<float>(lo);
   p.max_bound = static_cast<float>(hi);
   p.output = output;
-  p.layout = make_layout(x.sizes(), scale);
+  p.layout = in_memory_order ? make_layout({x.numel()}, scale) : make_layout(x.sizes(), scale);
   if (x.is_cpu()) {
     cpu::quantize(p);
   } else if (x.is_cuda()) {
@@ -141,21 +161,34 @@ at::Tensor run_kernel(const at::Tensor& x32, const at::Tensor& scale, const at::
   return out;
 }
 
-// Forward without autograd. Double inputs use the composite reference formula in double, like the
-// Python function; float/half/bfloat16 run the kernel in float32.
+// Forward without autograd, from validated parameters. Double inputs use the composite reference formula
+// in double, like the Python function; float/half/bfloat16 run the kernel in float32.
+at::Tensor quantize_prepared(const at::Tensor& x, const PreparedAmax& p, detail::QuantOutput output) {
+  const double hi = max_bound(p.num_bits, p.is_unsigned);
+  const double lo = min_bound(p.num_bits, p.is_unsigned, p.narrow_range);
+  if (x.scalar_type() == at::kDouble) {
+    at::Tensor s = p.scale.to(at::kDouble);
+    at::Tensor q = at::clamp(at::round(x * s), lo, hi);
+    return output == detail::QuantOutput::kFake ? q / p.divisor.to(at::kDouble) : q;
+  }
+  at::Tensor out = run_kernel(x.to(at::kFloat), p.scale, p.divisor, lo, hi, output);
+  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+}
+
+PreparedAmax prepare_checked(const at::Tensor& a, int64_t num_bits, bool is_unsigned, bool narrow_range) {
+  PreparedAmax p;
+  p.amax = a;
+  std::tie(p.scale, p.divisor) = scale_and_divisor(a, max_bound(num_bits, is_unsigned));
+  p.num_bits = num_bits;
+  p.is_unsigned = is_unsigned;
+  p.narrow_range = narrow_range;
+  return p;
+}
+
 at::Tensor quantize_forward(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
                             bool narrow_range, detail::QuantOutput output) {
   at::Tensor a = checked_amax(x, amax, num_bits, is_unsigned);
-  const double hi = max_bound(num_bits, is_unsigned);
-  const double lo = min_bound(num_bits, is_unsigned, narrow_range);
-  auto [scale, divisor] = scale_and_divisor(a, hi);
-  if (x.scalar_type() == at::kDouble) {
-    at::Tensor s = scale.to(at::kDouble);
-    at::Tensor q = at::clamp(at::round(x * s), lo, hi);
-    return output == detail::QuantOutput::kFake ? q / divisor.to(at::kDouble) : q;
-  }
-  at::Tensor out = run_kernel(x.to(at::kFloat), scale, divisor, lo, hi, output);
-  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+  return quantize_prepared(x, prepare_checked(a, num_bits, is_unsigned, narrow_range), output);
 }
 
 // Straight-through estimator with clipping: grad passes where |x| <= amax.
@@ -190,6 +223,24 @@ at::Tensor quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bit
 }
 
 }  // namespace
+
+PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t num_bits, bool is_unsigned,
+                          bool narrow_range) {
+  return prepare_checked(checked_amax_values(amax, device, num_bits, is_unsigned), num_bits, is_unsigned,
+                         narrow_range);
+}
+
+at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p) {
+  TORCH_CHECK(p.amax.defined(), "qdqbert fake quant: PreparedAmax is empty (use prepare_amax)");
+  check_input(x, p.amax.sizes(), p.amax.numel());
+  TORCH_CHECK_VALUE(x.device() == p.amax.device(), "qdqbert fake quant: input on ", x.device(),
+                    " but the prepared amax is on ", p.amax.device());
+  if (x.requires_grad() && at::GradMode::is_enabled()) {
+    return quantize(x, p.amax, p.num_bits, p.is_unsigned, p.narrow_range, /*integer_output=*/false);
+  }
+  check_unsigned_input(x, p.is_unsigned);
+  return quantize_prepared(x, p, detail::QuantOutput::kFake);
+}
 
 double max_bound(int64_t num_bits, bool is_unsigned) {
   return std::ldexp(1.0, static_cast<int>(num_bits - 1 + (is_unsigned ? 1 : 0))) - 1.0;

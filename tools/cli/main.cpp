@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "qdqbert/build_config.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/runtime.h"
 #include "qdqbert/workflow/quant_config.h"
 
 namespace qdqbert::cli {
@@ -16,6 +17,7 @@ std::vector<Subcommand>& registry() {
 }
 void set_threads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
+  warn_blas_threading_once();
 }
 void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "LibTorch intra-op threads (default: LibTorch's own default)")

@@ -12,6 +12,7 @@
 
 #include "qdqbert/calib/calibrator.h"
 #include "qdqbert/nn/quant_descriptor.h"
+#include "qdqbert/ops/fake_quant.h"
 
 namespace qdqbert::nn {
 
@@ -142,6 +143,22 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 
  private:
   std::vector<int64_t> reduce_keep_axes(int64_t ndim) const;
+  /// The static amax prepared for `device`, recomputed only when amax (identity, storage or in-place
+  /// version), the quantizer's settings or the device change.
+  const ops::PreparedAmax& prepared_amax(c10::Device device);
+
+  struct PreparedKey {
+    const void* impl = nullptr;
+    const void* data = nullptr;
+    int64_t version = -1;
+    uint64_t state = 0;
+    c10::Device device{c10::kCPU};
+    std::optional<double> scale_amax;
+    bool operator==(const PreparedKey& o) const {
+      return impl == o.impl && data == o.data && version == o.version && state == o.state && device == o.device &&
+             scale_amax == o.scale_amax;
+    }
+  };
 
   TensorQuantizerOptions options_;
   int64_t num_bits_ = 8;
@@ -160,6 +177,8 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   at::Tensor scale_;
   std::unique_ptr<calib::Calibrator> calibrator_;
   uint64_t state_version_ = 0;
+  ops::PreparedAmax prepared_;
+  PreparedKey prepared_key_;
 };
 TORCH_MODULE(TensorQuantizer);
 

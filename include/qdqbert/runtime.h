@@ -1,0 +1,27 @@
+#pragma once
+/// \file
+/// Facts about the math libraries LibTorch runs on, and advice where they cost speed.
+///
+/// Debian's LibTorch calls OpenBLAS for its matrix multiplies. With `libopenblas0-pthread` (the variant
+/// apt picks by default) OpenBLAS keeps its own thread pool beside LibTorch's OpenMP pool; both spin
+/// while waiting, and on few cores they take turns stealing the CPU from each other. Measured on
+/// all-MiniLM-L6-v2 (seq 128, 2 threads, 2 cores): the FP32 forward takes 45-108 ms at batch 1 with the
+/// pthread build and 25 ms with `libopenblas0-openmp`, which shares LibTorch's OpenMP pool (see README).
+
+#include <string>
+
+namespace qdqbert {
+
+/// How the BLAS under LibTorch is threaded: "openmp", "pthreads" or "sequential" for OpenBLAS (asked
+/// through `openblas_get_parallel`), "unknown" for anything else (MKL in PyPI's torch, reference BLAS).
+std::string blas_threading();
+
+/// The advice for the running process: empty when nothing is wrong, else one paragraph naming the
+/// problem and the fix (OpenBLAS with pthreads while LibTorch uses more than one thread).
+std::string blas_threading_advice();
+
+/// Issues blas_threading_advice() once per process as a warning (TORCH_WARN) when it is not empty.
+/// from_pretrained and qdqbert-cli call it; set QDQBERT_NO_BLAS_WARNING=1 to silence it.
+void warn_blas_threading_once();
+
+}  // namespace qdqbert
