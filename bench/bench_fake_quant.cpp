@@ -36,6 +36,15 @@ void BM_QdqPerTensor(benchmark::State& s) {
   set_bytes(s, s.range(0));
 }
 
+// What TensorQuantizer runs with a static amax: validated and turned into a scale once.
+void BM_QdqPerTensorPrepared(benchmark::State& s) {
+  torch::NoGradGuard g;
+  auto x = input(s.range(0));
+  const auto p = qdqbert::ops::prepare_amax(torch::tensor(3.f), x.device(), 8, false, false);
+  for (auto _ : s) benchmark::DoNotOptimize(qdqbert::ops::fake_tensor_quant(x, p));
+  set_bytes(s, s.range(0));
+}
+
 void BM_TorchPerTensor(benchmark::State& s) {
   torch::NoGradGuard g;
   auto x = input(s.range(0));
@@ -85,6 +94,7 @@ void BM_HistComputeAmax(benchmark::State& s, const char* method) {
 #define SIZES ->Arg(49152)->Arg(1 << 20)->Arg(1 << 24)->Arg(1 << 26)->Unit(benchmark::kMicrosecond)->UseRealTime()
 BENCHMARK(BM_Clone) SIZES;
 BENCHMARK(BM_QdqPerTensor) SIZES;
+BENCHMARK(BM_QdqPerTensorPrepared) SIZES;
 BENCHMARK(BM_TorchPerTensor) SIZES;
 BENCHMARK(BM_QdqPerChannel) SIZES;
 BENCHMARK(BM_TorchPerChannel) SIZES;
@@ -108,6 +118,7 @@ int main(int argc, char** argv) {
     const std::string sz = "/" + std::to_string(n) + "/real_time";
     const double clone = rep.get("BM_Clone" + sz);
     for (auto [layout, ours, theirs] : {std::tuple{"per-tensor", "BM_QdqPerTensor", "BM_TorchPerTensor"},
+                                        std::tuple{"prepared", "BM_QdqPerTensorPrepared", "BM_TorchPerTensor"},
                                         std::tuple{"per-channel", "BM_QdqPerChannel", "BM_TorchPerChannel"}}) {
       const double o = rep.get(ours + sz), t = rep.get(theirs + sz);
       if (o <= 0) continue;

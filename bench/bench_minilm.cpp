@@ -17,7 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-
 double run_ms(TaskModel& m, const ModelInputs& in) {
   auto t0 = Clock::now();
   m.run(in);

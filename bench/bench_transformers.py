@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Python transformers FP32 latency of a BERT checkpoint on the inputs bench_model uses (seq 128).
+"""Python transformers FP32 latency of a BERT checkpoint at seq 128, batch 1/8/32 (the shapes bench_minilm uses;
+bench/compare_minilm.sh alternates the two and takes medians).
 
 Usage: bench_transformers.py MODEL_DIR THREADS  (needs transformers + torch; for an apples-to-apples
 comparison use Debian's python3-torch, the same ATen build as the C++ side:

@@ -16,18 +16,22 @@ std::string blas_threading() {
   auto fn = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
   if (fn == nullptr) return "unknown";
   switch (fn()) {
-    case 0: return "sequential";
-    case 1: return "pthreads";
-    case 2: return "openmp";
-    default: return "unknown";
+    case 0:
+      return "sequential";
+    case 1:
+      return "pthreads";
+    case 2:
+      return "openmp";
+    default:
+      return "unknown";
   }
 }
 
 std::string blas_threading_advice() {
   if (at::get_num_threads() <= 1 || blas_threading() != "pthreads") return {};
   return "qdqbert: LibTorch's matrix multiplies run on OpenBLAS built with pthreads, whose thread pool "
-         "competes with LibTorch's OpenMP pool for the same cores (measured: BERT forwards 1.5-4x slower on 2 "
-         "cores). Install the OpenMP build and select it: apt-get install libopenblas0-openmp && "
+         "competes with LibTorch's OpenMP pool for the same cores (measured: BERT forwards 1.5-3.5x slower on "
+         "2 cores). Install the OpenMP build and select it: apt-get install libopenblas0-openmp && "
          "update-alternatives --set libopenblas.so.0-x86_64-linux-gnu "
          "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 (or run with one thread). "
          "QDQBERT_NO_BLAS_WARNING=1 silences this.";

@@ -118,10 +118,18 @@ TEST(MiniLM, PtqStudyWritesAUsableReport) {
   std::filesystem::create_directories(tmp);
   const std::string src = QDQBERT_SOURCE_DIR, cli = std::string(QDQBERT_BINARY_DIR) + "/tools/cli/qdqbert-cli";
   ASSERT_EQ(std::system((src + "/tools/make-study-text.sh " + tmp.string() + "/text > /dev/null").c_str()), 0);
-  const std::string cmd = cli + " ptq-study --model " + qt::minilm_dir() + " --calib-text " + tmp.string() +
-                          "/text/calib.txt --eval-text " + tmp.string() + "/text/eval.txt --output " + tmp.string() +
-                          "/report --calib-lines 24 --eval-lines 24 --batch-size 24 --target-cosine 0.98 > /dev/null";
+  const std::string cmd =
+      cli + " ptq-study --model " + qt::minilm_dir() + " --calib-text " + tmp.string() +
+      "/text/calib.txt --eval-text " + tmp.string() + "/text/eval.txt --output " + tmp.string() +
+      "/report --calib-lines 24 --eval-lines 24 --batch-size 24 --target-cosine 0.98 > /dev/null 2> " + tmp.string() +
+      "/progress.txt";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream progress(tmp / "progress.txt");
+  const std::string log((std::istreambuf_iterator<char>(progress)), std::istreambuf_iterator<char>());
+  for (const char* step :
+       {"max calibration on 24 lines", "sweep 12/12: entropy, per-tensor weights: cosine p5", "sensitivity 25/25: "}) {
+    EXPECT_NE(log.find(step), std::string::npos) << step << " missing from the progress lines:\n" << log;
+  }
   for (const char* f : {"report.md", "report.json", "histograms.svg", "sensitivity.svg", "quant_config.json",
                         "calibrated/model.safetensors", "calibrated/vocab.txt"}) {
     EXPECT_TRUE(std::filesystem::exists(tmp / "report" / f)) << f;

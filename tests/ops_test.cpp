@@ -162,14 +162,13 @@ TEST(FakeQuant, PreparedAmaxIsBitIdentical) {
                                    {torch::tensor({0.f, 1e-9f, 1.f, 2.f, 3.f, 4.f}).reshape({6, 1}), 8, false, false}};
   for (const auto& c : cases) {
     const auto p = prepare_amax(c.amax, x.device(), c.bits, c.is_unsigned, c.narrow);
-    EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x, p), fake_tensor_quant(x, c.amax, c.bits, c.is_unsigned, c.narrow),
-                                  "prepared"))
+    EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x, p),
+                                  fake_tensor_quant(x, c.amax, c.bits, c.is_unsigned, c.narrow), "prepared"))
         << c.amax.sizes();
   }
   const auto u = prepare_amax(torch::tensor(2.f), x.device(), 8, /*unsigned=*/true, false);
-  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.abs(), u), fake_tensor_quant(x.abs(), torch::tensor(2.f), 8, true,
-                                                                                  false),
-                                "unsigned"));
+  EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.abs(), u),
+                                fake_tensor_quant(x.abs(), torch::tensor(2.f), 8, true, false), "unsigned"));
   EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, u); }).find("negative values encountered"), std::string::npos);
   const auto half = prepare_amax(torch::tensor(2.f), x.device());
   EXPECT_TRUE(qt::tensors_equal(fake_tensor_quant(x.to(at::kHalf), half),
@@ -182,8 +181,9 @@ TEST(FakeQuant, PreparedAmaxIsBitIdentical) {
             std::string::npos);
   const auto per_row = prepare_amax(torch::ones({5, 1}), x.device());
   EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, per_row); }).find("does not broadcast"), std::string::npos);
-  EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x, qdqbert::ops::PreparedAmax{}); }).find("PreparedAmax is empty"),
-            std::string::npos);
+  EXPECT_NE(
+      qt::error_message([&] { fake_tensor_quant(x, qdqbert::ops::PreparedAmax{}); }).find("PreparedAmax is empty"),
+      std::string::npos);
   EXPECT_NE(qt::error_message([&] { fake_tensor_quant(x.to(at::kInt), half); }).find("must be float"),
             std::string::npos);
   // Differentiable like the unprepared op.

@@ -153,9 +153,8 @@ TEST(TensorQuantizer, PreparedAmaxFollowsEveryChange) {
   q->set_amax(2.0);
   torch::NoGradGuard no_grad;
   auto expect = [&](double amax, int64_t bits, bool narrow, const char* what) {
-    EXPECT_TRUE(qt::tensors_equal(q->forward(x), qdqbert::ops::fake_tensor_quant(x, torch::tensor(amax), bits, false,
-                                                                                  narrow),
-                                  what));
+    EXPECT_TRUE(qt::tensors_equal(q->forward(x),
+                                  qdqbert::ops::fake_tensor_quant(x, torch::tensor(amax), bits, false, narrow), what));
   };
   expect(2.0, 8, false, "first call");
   expect(2.0, 8, false, "cached call");
@@ -169,15 +168,14 @@ TEST(TensorQuantizer, PreparedAmaxFollowsEveryChange) {
   expect(3.0, 4, true, "narrow range");
   auto copy = std::dynamic_pointer_cast<TensorQuantizerImpl>(q->clone());
   copy->amax().fill_(0.25);
-  EXPECT_TRUE(qt::tensors_equal(copy->forward(x), qdqbert::ops::fake_tensor_quant(x, torch::tensor(0.25), 4, false, true),
-                                "clone"));
+  EXPECT_TRUE(qt::tensors_equal(copy->forward(x),
+                                qdqbert::ops::fake_tensor_quant(x, torch::tensor(0.25), 4, false, true), "clone"));
   expect(3.0, 4, true, "original after the clone changed");
   q->amax().fill_(NAN);
   EXPECT_NE(qt::error_message([&] { q->forward(x); }).find("NaN"), std::string::npos);
   TensorQuantizer scaled(TensorQuantizerOptions(QuantDescriptor().with_scale_amax(0.5).with_amax(2.f)));
-  EXPECT_TRUE(qt::tensors_equal(scaled->forward(x), qdqbert::ops::fake_tensor_quant(x, torch::tensor(1.f), 8, false,
-                                                                                    false),
-                                "scale_amax"));
+  EXPECT_TRUE(qt::tensors_equal(scaled->forward(x),
+                                qdqbert::ops::fake_tensor_quant(x, torch::tensor(1.f), 8, false, false), "scale_amax"));
 }
 
 TEST(TensorQuantizer, CalibrationFlowAndErrors) {

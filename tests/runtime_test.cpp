@@ -1,12 +1,12 @@
 // BLAS threading detection and the oversubscription advice.
+#include "qdqbert/runtime.h"
+
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <set>
 #include <string>
-
-#include "qdqbert/runtime.h"
 
 namespace {
 

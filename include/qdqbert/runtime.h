@@ -5,8 +5,8 @@
 /// Debian's LibTorch calls OpenBLAS for its matrix multiplies. With `libopenblas0-pthread` (the variant
 /// apt picks by default) OpenBLAS keeps its own thread pool beside LibTorch's OpenMP pool; both spin
 /// while waiting, and on few cores they take turns stealing the CPU from each other. Measured on
-/// all-MiniLM-L6-v2 (seq 128, 2 threads, 2 cores): the FP32 forward takes 45-108 ms at batch 1 with the
-/// pthread build and 25 ms with `libopenblas0-openmp`, which shares LibTorch's OpenMP pool (see README).
+/// all-MiniLM-L6-v2 (seq 128, 2 threads, 2 cores, bench/compare_minilm.sh): the FP32 forward takes 74 ms at
+/// batch 1 with the pthread build and 24 ms with `libopenblas0-openmp`, which shares LibTorch's OpenMP pool.
 
 #include <string>
 

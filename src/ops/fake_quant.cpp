@@ -226,8 +226,7 @@ at::Tensor quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bit
 
 PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t num_bits, bool is_unsigned,
                           bool narrow_range) {
-  return prepare_checked(checked_amax_values(amax, device, num_bits, is_unsigned), num_bits, is_unsigned,
-                         narrow_range);
+  return prepare_checked(checked_amax_values(amax, device, num_bits, is_unsigned), num_bits, is_unsigned, narrow_range);
 }
 
 at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -100,6 +101,13 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
                                                                      "must not be empty");
   if (o.threads > 0) at::set_num_threads(o.threads);
   torch::NoGradGuard ng;
+  const auto study_start = Clock::now();
+  auto say = [&](const std::string& line) {
+    if (!o.progress) return;
+    char when[32];
+    std::snprintf(when, sizeof(when), "[%6.1f s] ", std::chrono::duration<double>(Clock::now() - study_start).count());
+    o.progress(when + line);
+  };
   fs::create_directories(o.output_dir);
   auto tok = tokenization::BertTokenizer::from_pretrained(o.model_dir);
   EmbedOptions eo;
@@ -117,6 +125,7 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
   auto fp32 = load(nn::QuantDescriptor(), nn::quant_desc_8bit_linear_weight_per_row());
   for (auto& [n, q] : named_quantizers(fp32->module())) q->disable();
   const Embeddings ref = embed(*fp32, tok, o.eval_lines, eo);
+  say("FP32 reference embeddings of " + std::to_string(o.eval_lines.size()) + " evaluation lines");
   const int64_t layers = fp32->model_config().num_hidden_layers;
 
   // Calibration inputs.
@@ -149,11 +158,13 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
     if (q->has_amax()) amax["max"][n] = q->amax().clone();
   }
   calib_seconds["max"] = std::chrono::duration<double>(Clock::now() - t0).count();
+  say("max calibration on " + std::to_string(o.calib_lines.size()) + " lines");
   t0 = Clock::now();
   auto hist_model = load(nn::QuantDescriptor().with_calib_method("histogram"), nn::quant_desc_8bit_linear_weight_per_row());
   enable_calibration(*hist_model, co);
   for (const auto& b : batches) hist_model->run(b);
   const double collect = std::chrono::duration<double>(Clock::now() - t0).count();
+  say("histogram collection");
   std::map<std::string, calib::HistogramCalibrator*> hists;
   for (auto& [n, q] : named_quantizers(hist_model->module())) {
     if (q->is_calib_enabled() && q->calibrator()->has_data()) {
@@ -172,6 +183,7 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
       amax[label][n] = c->compute_amax(spec.first, ao);
     }
     calib_seconds[label] = collect + std::chrono::duration<double>(Clock::now() - t1).count();
+    say("amax by " + label);
   }
 
   // Sweep: every method x per-channel / per-tensor weights.
@@ -219,6 +231,8 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
       row["weights"] = pc ? "per-channel" : "per-tensor";
       row["calib_seconds"] = calib_seconds[method];
       sweep.push_back(row);
+      say("sweep " + std::to_string(sweep.size()) + "/" + std::to_string(2 * method_order.size()) + ": " + method +
+          ", " + (pc ? "per-channel" : "per-tensor") + " weights: cosine p5 " + fmt(q.p5));
       md << "| " << method << " | " << (pc ? "per-channel" : "per-tensor") << " | " << fmt(q.mean) << " | "
          << fmt(q.p5) << " | " << fmt(q.min) << " | " << fmt(q.max_abs_diff, 3) << " | " << fmt(calib_seconds[method], 2)
          << " |\n";
@@ -240,6 +254,8 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
   for (const auto& [name, pattern] : gs) {
     set_enabled(*quant_model, {pattern}, /*all_others=*/false);
     sens.emplace_back(name, pattern, compare(ref, embed(*quant_model, tok, o.eval_lines, eo)));
+    say("sensitivity " + std::to_string(sens.size()) + "/" + std::to_string(gs.size()) + ": " + name + ": cosine p5 " +
+        fmt(std::get<2>(sens.back()).p5));
   }
   std::sort(sens.begin(), sens.end(),
             [](const auto& a, const auto& b) { return std::get<2>(a).mean < std::get<2>(b).mean; });
@@ -269,6 +285,7 @@ std::string run_ptq_study(const PtqStudyOptions& o) {
     set_enabled(*quant_model, fp32_patterns, /*all_others=*/true);
     cur = compare(ref, embed(*quant_model, tok, o.eval_lines, eo));
     steps.push_back({{"fp32_groups", kept}, {"cosine_p5", cur.p5}, {"cosine_mean", cur.mean}});
+    say("greedy: " + name + " kept in FP32: cosine p5 " + fmt(cur.p5));
   }
   report["greedy"] = {{"steps", steps}, {"reached", cur.p5 >= o.target_cosine}, {"fp32_groups", kept}};
   md << "\n## Partial quantization (target: cosine p5 >= " << o.target_cosine << ")\n\n";

@@ -30,6 +30,7 @@ void run(const StudyArgs& a) {
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
   o.threads = a.threads;
+  o.progress = [](const std::string& line) { std::cerr << "ptq-study " << line << std::endl; };
   std::cout << workflow::run_ptq_study(o);
 }
 

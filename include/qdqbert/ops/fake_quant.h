@@ -45,8 +45,8 @@ struct PreparedAmax {
 };
 
 /// Validates `amax` (floating point, no NaN, non-negative; valid num_bits) and prepares it for `device`.
-PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t num_bits = 8,
-                          bool is_unsigned = false, bool narrow_range = true);
+PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t num_bits = 8, bool is_unsigned = false,
+                          bool narrow_range = true);
 
 /// fake_tensor_quant with prepared parameters; x must be on the prepared device and broadcast against
 /// the amax. Differentiable (same straight-through estimator) when x requires grad.

@@ -5,6 +5,7 @@
 /// reaches a target cosine, and a report (Markdown, JSON, SVG plots). Nothing in the Python toolkit does
 /// the last three steps.
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct PtqStudyOptions {
   double target_cosine = 0.99;     ///< for the 5th-percentile cosine of the eval embeddings
   int64_t max_length = 128, batch_size = 32;
   int threads = 0;
+  /// Called with one line per finished step ("sweep 3/12: percentile 99.9, per-channel weights: cosine
+  /// p5 0.6736"); the CLI prints them on stderr. The study is long (minutes on real text); unset = quiet.
+  std::function<void(const std::string&)> progress;
 };
 
 /// Runs the study and writes output_dir/{report.md, report.json, quant_config.json, calibrated/,
