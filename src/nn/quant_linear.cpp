@@ -47,16 +47,15 @@ at::Tensor QuantLinearImpl::quantized_weight() {
     cached_weight_ = at::Tensor();
     return wq.forward(weight);
   }
-  const at::Tensor amax = wq.amax();
-  const uint64_t state = wq.state_version() ^ (amax.defined() ? (static_cast<uint64_t>(amax._version()) << 32) : 0);
+  const auto quantizer_now = wq.fingerprint();
   if (cached_weight_.defined() && cached_ptr_ == weight.data_ptr() && cached_version_ == weight._version() &&
-      cached_state_ == state && cached_weight_.device() == weight.device()) {
+      cached_for_ == quantizer_now && cached_weight_.device() == weight.device()) {
     return cached_weight_;
   }
   cached_weight_ = wq.forward(weight);
   cached_ptr_ = weight.data_ptr();
   cached_version_ = weight._version();
-  cached_state_ = state;
+  cached_for_ = quantizer_now;
   return cached_weight_;
 }
 

@@ -267,20 +267,23 @@ at::Tensor TensorQuantizerImpl::effective_amax(const at::Tensor& x) const {
   return amax;
 }
 
+TensorQuantizerImpl::Fingerprint TensorQuantizerImpl::fingerprint() const {
+  Fingerprint f;
+  f.state = state_version_;
+  if (amax_.defined()) {
+    f.amax_impl = amax_.unsafeGetTensorImpl();
+    f.amax_data = amax_.data_ptr();
+    f.amax_version = static_cast<int64_t>(amax_._version());
+  }
+  return f;
+}
+
 const ops::PreparedAmax& TensorQuantizerImpl::prepared_amax(c10::Device device) {
-  PreparedKey key;
-  key.impl = amax_.unsafeGetTensorImpl();
-  key.data = amax_.data_ptr();
-  key.version = static_cast<int64_t>(amax_._version());
-  key.state = state_version_;
-  key.device = device;
-  key.scale_amax = scale_amax_;
-  if (!(key == prepared_key_) || prepared_.num_bits != num_bits_ || prepared_.is_unsigned != unsigned_ ||
-      prepared_.narrow_range != narrow_range_) {
+  const Fingerprint now = fingerprint();
+  if (!prepared_.amax.defined() || !(prepared_for_ == now) || prepared_.amax.device() != device) {
     at::NoGradGuard no_grad;
-    at::Tensor amax = scale_amax_ ? amax_.detach() * *scale_amax_ : amax_;
-    prepared_ = ops::prepare_amax(amax, device, num_bits_, unsigned_, narrow_range_);
-    prepared_key_ = key;
+    prepared_ = ops::prepare_amax(effective_amax(at::Tensor()), device, num_bits_, unsigned_, narrow_range_);
+    prepared_for_ = now;
   }
   return prepared_;
 }
@@ -292,6 +295,10 @@ at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
     calibrator_->collect(x);
   }
   if (if_quant_) {
+    // A static amax in the reference mode: validated and turned into a scale once (prepared_amax).
+    if (fake_quant_ && mode_ == FakeQuantMode::kReference && !learn_amax_ && amax_.defined() && x.defined()) {
+      return ops::fake_tensor_quant(x, prepared_amax(x.device()));
+    }
     at::Tensor in = x;
     at::Tensor amax;
     if (learn_amax_) {
@@ -306,9 +313,6 @@ at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
       return out;
     }
     if (mode_ == FakeQuantMode::kTorchNative) return ops::fake_quant_torch_native(in, amax, num_bits_, unsigned_);
-    if (amax_.defined() && !learn_amax_ && in.defined()) {
-      return ops::fake_tensor_quant(in, prepared_amax(in.device()));
-    }
     return ops::fake_tensor_quant(in, amax, num_bits_, unsigned_, narrow_range_);
   }
   if (if_clip_) {

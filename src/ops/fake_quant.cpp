@@ -73,7 +73,7 @@ at::Tensor checked_amax_values(const at::Tensor& amax, c10::Device device, int64
 
 // Validates x and amax, returns amax as a float32 tensor on x's device.
 at::Tensor checked_amax(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned) {
-  TORCH_CHECK(x.defined(), "qdqbert fake quant: input tensor is undefined");
+  TORCH_CHECK(x.defined(), "qdqbert fake quant: input tensor is undefined");  // x first, then amax
   TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
   check_input(x, amax.sizes(), amax.numel());
   at::Tensor a = checked_amax_values(amax, x.device(), num_bits, is_unsigned);

@@ -55,7 +55,7 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   at::Tensor cached_weight_;
   const void* cached_ptr_ = nullptr;
   int64_t cached_version_ = 0;
-  uint64_t cached_state_ = ~uint64_t{0};
+  TensorQuantizerImpl::Fingerprint cached_for_;
 };
 TORCH_MODULE(QuantLinear);
 

@@ -133,8 +133,23 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   FakeQuantMode fake_quant_mode() const { return mode_; }
   void set_fake_quant_mode(FakeQuantMode m) { mode_ = m; ++state_version_; }
 
-  /// Monotonic counter bumped by every change of settings or amax (used by QuantLinear's cache).
+  /// Monotonic counter bumped by every change of settings or amax through this class's setters.
   uint64_t state_version() const { return state_version_; }
+
+  /// Identifies what forward() computes for a given input on a given device: state_version() plus the
+  /// amax tensor's identity, storage and in-place version counter, so amax changes that bypass the
+  /// setters (load_state_dict's copy_, an in-place edit of amax(), .to()) change it too. The caches
+  /// of derived values (QuantLinear's fake-quantized weight, the prepared static amax) key on it.
+  struct Fingerprint {
+    uint64_t state = 0;
+    const void* amax_impl = nullptr;
+    const void* amax_data = nullptr;
+    int64_t amax_version = -1;
+    bool operator==(const Fingerprint& o) const {
+      return state == o.state && amax_impl == o.amax_impl && amax_data == o.amax_data && amax_version == o.amax_version;
+    }
+  };
+  Fingerprint fingerprint() const;
 
   const TensorQuantizerOptions& options() const { return options_; }
 
@@ -143,22 +158,8 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 
  private:
   std::vector<int64_t> reduce_keep_axes(int64_t ndim) const;
-  /// The static amax prepared for `device`, recomputed only when amax (identity, storage or in-place
-  /// version), the quantizer's settings or the device change.
+  /// The static amax prepared for `device`, recomputed only when the fingerprint or the device change.
   const ops::PreparedAmax& prepared_amax(c10::Device device);
-
-  struct PreparedKey {
-    const void* impl = nullptr;
-    const void* data = nullptr;
-    int64_t version = -1;
-    uint64_t state = 0;
-    c10::Device device{c10::kCPU};
-    std::optional<double> scale_amax;
-    bool operator==(const PreparedKey& o) const {
-      return impl == o.impl && data == o.data && version == o.version && state == o.state && device == o.device &&
-             scale_amax == o.scale_amax;
-    }
-  };
 
   TensorQuantizerOptions options_;
   int64_t num_bits_ = 8;
@@ -178,7 +179,7 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   std::unique_ptr<calib::Calibrator> calibrator_;
   uint64_t state_version_ = 0;
   ops::PreparedAmax prepared_;
-  PreparedKey prepared_key_;
+  Fingerprint prepared_for_;
 };
 TORCH_MODULE(TensorQuantizer);
 
