@@ -8,32 +8,12 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "model_bench.h"
 #include "qdqbert/io/checkpoint.h"
-#include "qdqbert/onnx/export.h"
 #include "qdqbert/workflow/calibrate.h"
 
 using namespace qdqbert;
 using Clock = std::chrono::steady_clock;
-
-static double median_ms(TaskModel& m, const ModelInputs& in, int iters) {
-  std::vector<double> t;
-  m.run(in);  // warm-up
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    m.run(in);
-    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-static ModelInputs batch(int64_t b, int64_t seq) {
-  ModelInputs in;
-  in.input_ids = torch::randint(1000, 30000, {b, seq}, torch::kLong);
-  in.attention_mask = torch::ones({b, seq}, torch::kLong);
-  in.token_type_ids = torch::zeros({b, seq}, torch::kLong);
-  return in;
-}
 
 int main(int argc, char** argv) {
   if (argc > 2 && std::string(argv[1]) == "--load-only") {
@@ -56,32 +36,24 @@ int main(int argc, char** argv) {
   Config config;  // bert-base
   auto model = create_model("question-answering", config);
   model->module().eval();
+  torch::manual_seed(0);  // the same weights again, quantizers disabled: the FP32 side of the timing
+  auto fp32 = create_model("question-answering", config);
+  fp32->module().eval();
+  bench::set_quantizers(*fp32, false);
   workflow::CalibrationOptions co;
-  workflow::calibrate(*model, {batch(2, 128)}, co);
+  workflow::calibrate(*model, {bench::random_batch(2, 128)}, co);
   std::printf("bert-base QA, seq 128, %d LibTorch threads (OpenBLAS)\n", at::get_num_threads());
   std::printf("%-6s %14s %14s %8s\n", "batch", "fake-quant ms", "disabled ms", "ratio");
   for (int64_t b : {1, 8}) {
-    ModelInputs in = batch(b, 128);
-    const int iters = b == 1 ? 7 : 3;
-    for (auto& [n, q] : named_quantizers(model->module())) q->enable();
-    const double quant = median_ms(*model, in, iters);
-    for (auto& [n, q] : named_quantizers(model->module())) q->disable();
-    const double fp32 = median_ms(*model, in, iters);
-    std::printf("%-6lld %14.1f %14.1f %7.2fx\n", static_cast<long long>(b), quant, fp32, quant / fp32);
+    const auto t = bench::interleaved_medians(*fp32, *model, bench::random_batch(b, 128), b == 1 ? 7 : 3);
+    std::printf("%-6lld %14.1f %14.1f %7.2fx\n", static_cast<long long>(b), t.quant_ms, t.fp32_ms,
+                t.quant_ms / t.fp32_ms);
   }
-  for (auto& [n, q] : named_quantizers(model->module())) q->enable();
   // ONNX Runtime on the same model: int8 Q/DQ graph vs the graph exported without Q/DQ (bench_onnx.py).
-  const std::string onnx_dir = (std::filesystem::temp_directory_path() / "qdqbert_bench_onnx").string();
-  std::filesystem::create_directories(onnx_dir);
-  onnx::export_model(*model, onnx_dir + "/qdq.onnx");
-  for (auto& [n, q] : named_quantizers(model->module())) q->disable();
-  onnx::export_model(*model, onnx_dir + "/fp32.onnx");
-  for (auto& [n, q] : named_quantizers(model->module())) q->enable();
-  const std::string script = std::string(argc > 2 ? argv[2] : "bench/bench_onnx.py");
-  const std::string cmd = "python3 " + script + " " + onnx_dir + " " + std::to_string(threads);
-  std::fflush(stdout);
-  if (std::system(cmd.c_str()) != 0) std::printf("(ONNX Runtime part failed: %s)\n", cmd.c_str());
-  std::filesystem::remove_all(onnx_dir);
+  fp32.reset();
+  const std::string here = std::filesystem::path(__FILE__).parent_path().string();
+  bench::run_onnx_runtime(*model, argc > 2 ? std::string(argv[2]) : here + "/bench_onnx.py", threads, "",
+                          "qdqbert_bench_onnx");
   const std::string dir = (std::filesystem::temp_directory_path() / "qdqbert_bench_ckpt").string();
   io::save_pretrained(*model, dir);
   const double mib = std::filesystem::file_size(dir + "/model.safetensors") / (1024.0 * 1024.0);
