@@ -121,7 +121,8 @@ TEST(Cli, CalibrateReproducesFixtureAmaxAndInspect) {
       ASSERT_TRUE(calibrated.count(key)) << key;
       const std::string bw = "calib_bin_width." + k.substr(5);
       const double atol = expected.count(bw) ? 2 * expected.at(bw).item<double>() : 0.0;
-      EXPECT_TRUE(qt::tensors_close(calibrated[key], v, 5e-7, atol, key));
+      EXPECT_TRUE(qt::tensors_close(calibrated[key], v, qt::float32_encoder_rtol(qt::case_config(spec, dir)), atol,
+                                    key));
       ++checked;
     }
     EXPECT_GT(checked, 20);

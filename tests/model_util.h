@@ -2,6 +2,8 @@
 // Builds the model of a tests/data/model/<case> fixture exactly as the reference did.
 #include <torch/torch.h>
 
+#include <regex>
+
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 #include "test_util.h"
@@ -92,6 +94,47 @@ inline ModelInputs case_inputs(const ModelCase& c, const std::string& prefix = "
     }
   }
   return in;
+}
+
+/// Relative bound on one float32 activation of `config`'s encoder against the same value computed with
+/// another BLAS kernel (tests/data/README.md, "Tolerances"): each GEMM / LayerNorm stage adds rounding
+/// error of about sqrt(K) float32 ulps of the value's scale when its K-term sums are summed in another
+/// order (K = the widest reduction, max(hidden, intermediate)), and an encoder layer has 4 such stages in a
+/// row (q/k/v + scores, context + output + LayerNorm, FFN in, FFN out + LayerNorm). So
+///   rtol = 4 * num_hidden_layers * sqrt(K) * 2^-23.
+/// Tiny fixtures (2 layers, K 37): 5.8e-6, i.e. ~50 ulp; all-MiniLM-L6-v2 (6 layers, K 1536): 1.1e-4.
+inline double float32_encoder_rtol(const Config& c) {
+  const double k = static_cast<double>(std::max(c.hidden_size, c.intermediate_size));
+  return 4.0 * static_cast<double>(c.num_hidden_layers) * std::sqrt(k) * 1.1920928955078125e-7;
+}
+
+/// The SGD loop of a training case, as its case.json spells it in `call.forward`
+/// ("torch.optim.SGD(model.parameters(), lr=0.1) (momentum 0, weight_decay 0); repeat 3x: ...").
+struct SgdLoop {
+  double lr = 0, momentum = 0, weight_decay = 0;
+  int steps = 0;
+};
+
+inline SgdLoop sgd_loop(const ModelCase& c) {
+  const auto& call = c.spec.at("call");
+  if (!call.is_object() || !call.contains("forward") || !call["forward"].is_string()) {
+    throw std::runtime_error(c.name + ": case.json has no call.forward text");
+  }
+  const std::string text = call["forward"].get<std::string>();
+  auto number = [&](const std::string& pattern, bool required, double fallback) {
+    std::smatch m;
+    if (std::regex_search(text, m, std::regex(pattern))) return std::stod(m[1].str());
+    if (required) throw std::runtime_error(c.name + ": cannot read /" + pattern + "/ from call.forward: " + text);
+    return fallback;
+  };
+  const std::string num = "([-+]?[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?)";
+  if (text.find("SGD") == std::string::npos) throw std::runtime_error(c.name + ": not an SGD loop: " + text);
+  SgdLoop loop;
+  loop.lr = number("lr\\s*=\\s*" + num, true, 0);
+  loop.momentum = number("momentum\\s*=?\\s*" + num, false, 0);
+  loop.weight_decay = number("weight_decay\\s*=?\\s*" + num, false, 0);
+  loop.steps = static_cast<int>(number("repeat\\s+" + num + "\\s*x", true, 0));
+  return loop;
 }
 
 /// The fixtures' tiny architecture (vocab 103, hidden 32, 2 layers, 4 heads, intermediate 37, 64
