@@ -127,6 +127,64 @@ TEST(Checkpoint, StrictLoadListsEveryMissingAndUnexpectedKey) {
   EXPECT_NE(e2.find("shape"), std::string::npos) << e2;
 }
 
+TEST(Checkpoint, NonStrictLoadInitializesTheHeadButNeverTheEncoder) {
+  // A masked-LM checkpoint under a question-answering head: the encoder loads, qa_outputs stays as
+  // initialized, cls.* is reported unused.
+  auto c = qt::load_case("masked_lm_calib_max");
+  auto sd = io::state_dict(c.model->module());
+  std::map<std::string, at::Tensor> m(sd.begin(), sd.end());
+  Config cfg = c.config;
+  auto qa = create_model("question-answering", cfg);
+  const at::Tensor init_w = qa->module().named_parameters()["qa_outputs.weight"].clone();
+  io::LoadReport r = io::load_state_dict(*qa, m, /*strict=*/false, "mlm");
+  EXPECT_EQ(r.missing_keys, (std::vector<std::string>{"qa_outputs.bias", "qa_outputs.weight"}));
+  ASSERT_FALSE(r.unexpected_keys.empty());
+  for (const auto& k : r.unexpected_keys) EXPECT_EQ(k.rfind("cls.", 0), 0u) << k;
+  EXPECT_TRUE(torch::equal(qa->module().named_parameters()["qa_outputs.weight"], init_w));
+  EXPECT_TRUE(torch::equal(qa->module().named_parameters()["bert.encoder.layer.1.output.dense.weight"],
+                           m.at("bert.encoder.layer.1.output.dense.weight")));
+  EXPECT_FALSE(r.loaded_amax.empty());  // the calibrated amax of the encoder came along
+  const std::string line = r.summary(qa->class_name(), "mlm");
+  EXPECT_NE(line.find("2 weights newly initialized (qa_outputs.bias, qa_outputs.weight)"), std::string::npos) << line;
+  EXPECT_NE(line.find("not used (cls."), std::string::npos) << line;
+  EXPECT_EQ(io::LoadReport{}.summary("X", "y"), "");
+  // Strict: the same load is an error that names the keys and the way out.
+  auto qa2 = create_model("question-answering", cfg);
+  const std::string strict = qt::error_message([&] { io::load_state_dict(*qa2, m, true, "mlm"); });
+  EXPECT_NE(strict.find("qa_outputs.weight"), std::string::npos) << strict;
+  EXPECT_NE(strict.find("--strict"), std::string::npos) << strict;
+  // The encoder must match even without strict: a missing encoder key, an extra layer, a wrong shape.
+  for (int variant = 0; variant < 3; ++variant) {
+    auto bad = m;
+    if (variant == 0) bad.erase("bert.encoder.layer.0.attention.self.key.bias");
+    if (variant == 1) bad["bert.encoder.layer.2.output.dense.bias"] = torch::zeros({32});
+    if (variant == 2) bad["bert.embeddings.word_embeddings.weight"] = torch::zeros({104, 32});
+    auto qa3 = create_model("question-answering", cfg);
+    const std::string e = qt::error_message([&] { io::load_state_dict(*qa3, bad, false, "ckpt"); });
+    const char* key = variant == 0   ? "bert.encoder.layer.0.attention.self.key.bias"
+                      : variant == 1 ? "bert.encoder.layer.2.output.dense.bias"
+                                     : "bert.embeddings.word_embeddings.weight";
+    EXPECT_NE(e.find(key), std::string::npos) << e;
+    EXPECT_NE(e.find("ckpt"), std::string::npos) << e;
+    if (variant == 2) {
+      EXPECT_NE(e.find("[104, 32]"), std::string::npos) << e;
+      EXPECT_NE(e.find("[103, 32]"), std::string::npos) << e;
+    }
+  }
+  // A float checkpoint under a learn_amax model: the clip bounds are quantizer state, newly initialized.
+  Config learn = cfg;
+  learn.quant_desc_input->learn_amax = true;
+  learn.quant_desc_input->with_amax(3.0f);
+  auto la = create_model("masked-lm", learn);
+  std::map<std::string, at::Tensor> plain;
+  for (const auto& [k, v] : m) {
+    if (k.find("_quantizer") == std::string::npos) plain[k] = v;
+  }
+  io::LoadReport r2 = io::load_state_dict(*la, plain, false, "plain");
+  ASSERT_FALSE(r2.missing_keys.empty());
+  for (const auto& k : r2.missing_keys) EXPECT_NE(k.find("_quantizer."), std::string::npos) << k;
+}
+
 TEST(Safetensors, MalformedFilesAreClearErrors) {
   const std::string dir = tmpdir("bad");
   const std::string p = dir + "/m.safetensors";

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -55,6 +56,20 @@ std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bo
   return out;
 }
 
+// Keys of the encoder proper (embeddings and layers); quantizer state (`_amax`, learned clip bounds) is
+// not among them: a float checkpoint has none of it.
+bool in_encoder(const std::string& key, const std::string& prefix) {
+  if (key.find("_quantizer.") != std::string::npos) return false;
+  return key.rfind(prefix + "embeddings.", 0) == 0 || key.rfind(prefix + "encoder.", 0) == 0;
+}
+
+void list_keys(std::ostream& os, const char* what, const std::vector<std::string>& keys) {
+  if (keys.empty()) return;
+  os << " " << what << " (" << keys.size() << "):";
+  for (const auto& k : keys) os << " " << k;
+  os << ";";
+}
+
 }  // namespace
 
 std::map<std::string, at::Tensor> read_checkpoint(const std::string& path) {
@@ -102,6 +117,7 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
   }
   std::set<const void*> loaded_impls;
   std::set<std::string> loaded_names;
+  std::vector<std::string> unexpected_mapped;  // unexpected keys after prefix/LayerNorm renaming
   torch::NoGradGuard no_grad;
   for (const auto& [key_in, value] : state_in) {
     std::string key = key_in;
@@ -135,6 +151,7 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
     auto t = targets.find(key);
     if (t == targets.end()) {
       report.unexpected_keys.push_back(key_in);
+      unexpected_mapped.push_back(key);
       continue;
     }
     at::Tensor& dst = t->second;
@@ -154,21 +171,52 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
   model.tie_weights();
   if (strict && (!report.missing_keys.empty() || !report.unexpected_keys.empty())) {
     std::ostringstream os;
-    os << "checkpoint '" << source << "' does not match " << model.class_name() << ":";
-    if (!report.missing_keys.empty()) {
-      os << " missing keys (" << report.missing_keys.size() << "):";
-      for (const auto& k : report.missing_keys) os << " " << k;
-      os << ";";
-    }
-    if (!report.unexpected_keys.empty()) {
-      os << " unexpected keys (" << report.unexpected_keys.size() << "):";
-      for (const auto& k : report.unexpected_keys) os << " " << k;
-      os << ";";
-    }
-    os << " (pass strict=false / --no-strict to load anyway)";
+    os << "checkpoint '" << source << "' does not match " << model.class_name() << " (strict load):";
+    list_keys(os, "missing keys", report.missing_keys);
+    list_keys(os, "unexpected keys", report.unexpected_keys);
+    os << " (without --strict / PretrainedOptions::strict, missing head weights are initialized and unused "
+          "tensors reported)";
+    TORCH_CHECK(false, os.str());
+  }
+  // Head weights may be new and checkpoint tensors unused, but the encoder must be the checkpoint's own.
+  std::vector<std::string> missing_encoder, unexpected_encoder;
+  for (const auto& k : report.missing_keys) {
+    if (in_encoder(k, prefix)) missing_encoder.push_back(k);
+  }
+  for (const auto& k : unexpected_mapped) {
+    if (in_encoder(k, prefix)) unexpected_encoder.push_back(k);
+  }
+  if (!missing_encoder.empty() || !unexpected_encoder.empty()) {
+    std::ostringstream os;
+    os << "checkpoint '" << source << "' does not match the encoder of " << model.class_name()
+       << " (do config.json and the weights describe the same model?):";
+    list_keys(os, "missing encoder keys", missing_encoder);
+    list_keys(os, "unexpected encoder keys", unexpected_encoder);
     TORCH_CHECK(false, os.str());
   }
   return report;
+}
+
+std::string LoadReport::summary(const std::string& class_name, const std::string& source) const {
+  if (missing_keys.empty() && unexpected_keys.empty()) return "";
+  auto first = [](const std::vector<std::string>& keys) {
+    std::string out;
+    for (size_t i = 0; i < keys.size() && i < 4; ++i) out += (i ? ", " : "") + keys[i];
+    if (keys.size() > 4) out += ", ... " + std::to_string(keys.size() - 4) + " more";
+    return out;
+  };
+  std::ostringstream os;
+  os << "qdqbert: " << class_name << " from '" << source << "':";
+  if (!missing_keys.empty()) {
+    os << " " << missing_keys.size() << " weight" << (missing_keys.size() == 1 ? "" : "s")
+       << " newly initialized (" << first(missing_keys) << ")";
+  }
+  if (!unexpected_keys.empty()) {
+    os << (missing_keys.empty() ? " " : "; ") << unexpected_keys.size() << " checkpoint tensor"
+       << (unexpected_keys.size() == 1 ? "" : "s") << " not used (" << first(unexpected_keys) << ")";
+  }
+  if (!missing_keys.empty()) os << "; fine-tune before predicting";
+  return os.str();
 }
 
 std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const PretrainedOptions& options,
@@ -189,6 +237,10 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
   auto model = create_model(task, config);
   auto state = read_checkpoint(dir);
   LoadReport r = load_state_dict(*model, state, options.strict, dir);
+  if (options.log_summary) {
+    const std::string line = r.summary(model->class_name(), dir);
+    if (!line.empty()) std::cerr << line << std::endl;
+  }
   if (report) *report = r;
   model->module().eval();
   return model;

@@ -28,6 +28,10 @@ void set_threads(int threads);
 /// Adds --threads to a subcommand.
 void add_threads_option(CLI::App& app, int& threads);
 
+/// Adds --strict: every checkpoint key must match the model (default: a pretrained encoder under any head,
+/// missing head weights initialized and reported, as Hugging Face's from_pretrained does).
+void add_strict_flag(CLI::App& app, bool& strict);
+
 }  // namespace qdqbert::cli
 
 #include <memory>
@@ -40,6 +44,6 @@ namespace qdqbert::cli {
 /// Loads a checkpoint folder as `task` ("" = from config.json), applying an optional --quant-config
 /// file (descriptors before construction, rules after loading). Eval mode.
 std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
-                                      const std::string& quant_config_path, bool strict = true);
+                                      const std::string& quant_config_path, bool strict = false);
 
 }  // namespace qdqbert::cli

@@ -17,12 +17,14 @@ struct CalibArgs {
   double percentile = 99.99;
   int64_t num_bins = 2048, start_bin = 128, stride = 1;
   int threads = 0;
+  bool strict = false;
 };
 
 void run(const CalibArgs& a) {
   set_threads(a.threads);
   io::PretrainedOptions options;
   options.task = a.task;
+  options.strict = a.strict;
   workflow::QuantConfig qc;
   if (!a.quant_config.empty()) qc = workflow::QuantConfig::from_json_file(a.quant_config);
   qc.apply_to(options);
@@ -90,6 +92,7 @@ Register reg({"calibrate", "Calibrate quantizers (max, percentile, mse, entropy)
                     ->check(CLI::NonNegativeNumber);
                 app.add_option("--stride", a->stride, "candidate stride (mse, entropy)")->check(CLI::PositiveNumber);
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                add_strict_flag(app, a->strict);
                 app.add_option("--output", a->output, "folder to write (save_pretrained)")->required();
                 add_threads_option(app, a->threads);
                 app.final_callback([a] { run(*a); });

@@ -14,6 +14,7 @@ namespace qdqbert::cli {
 namespace {
 
 struct EmbedArgs {
+  bool strict = false;
   std::string model, text_file, output, quant_config;
   int64_t max_length = 128, batch_size = 32;
   int threads = 0;
@@ -23,7 +24,7 @@ void run(const EmbedArgs& a) {
   set_threads(a.threads);
   auto lines = workflow::read_text_lines(a.text_file);
   auto tok = tokenization::BertTokenizer::from_pretrained(a.model);
-  auto model = load_model(a.model, "base", a.quant_config);
+  auto model = load_model(a.model, "base", a.quant_config, a.strict);
   workflow::EmbedOptions o;
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
@@ -56,6 +57,7 @@ Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for eac
                 app.add_option("--text-file", a->text_file, "UTF-8 text, one input per line")->required();
                 app.add_option("--output", a->output, "safetensors to write")->required();
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                add_strict_flag(app, a->strict);
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")
                     ->check(CLI::Range(3, 100000));
                 app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(CLI::PositiveNumber);

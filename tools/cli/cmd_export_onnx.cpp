@@ -9,13 +9,14 @@ namespace qdqbert::cli {
 namespace {
 
 struct ExportArgs {
+  bool strict = false;
   std::string model, task, output, quant_config;
   int64_t opset = 13, batch = 1, seq_len = 128;
   bool fold = false;
 };
 
 void run(const ExportArgs& a) {
-  auto model = load_model(a.model, a.task, a.quant_config);
+  auto model = load_model(a.model, a.task, a.quant_config, a.strict);
   onnx::ExportOptions o;
   o.opset = a.opset;
   o.batch = a.batch;
@@ -39,6 +40,7 @@ Register reg({"export-onnx", "Export a calibrated model to ONNX with Q/DQ nodes 
                 app.add_option("--batch", a->batch, "dummy batch size (axes stay dynamic)")->check(CLI::PositiveNumber);
                 app.add_option("--seq-len", a->seq_len, "dummy sequence length")->check(CLI::PositiveNumber);
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                add_strict_flag(app, a->strict);
                 app.add_flag("--fold-weights", a->fold, "store weights as int8 initializers + DequantizeLinear");
                 app.final_callback([a] { run(*a); });
               }});

@@ -9,6 +9,7 @@ namespace qdqbert::cli {
 namespace {
 
 struct InferArgs {
+  bool strict = false;
   std::string model, task, inputs, output, quant_config, device = "cpu";
   bool hidden = false, attentions = false;
   int threads = 0;
@@ -40,7 +41,7 @@ void run(const InferArgs& a) {
   set_threads(a.threads);
   torch::NoGradGuard no_grad;
   const torch::Device device(a.device);
-  auto model = load_model(a.model, a.task, a.quant_config);
+  auto model = load_model(a.model, a.task, a.quant_config, a.strict);
   model->module().to(device);
   model->tie_weights();
   auto all = io::load_safetensors(a.inputs);
@@ -89,6 +90,7 @@ Register reg({"infer", "Run a QDQBERT model on the tensors of a safetensors file
                     ->required();
                 app.add_option("--output", a->output, "safetensors to write, outputs by field name")->required();
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
+                add_strict_flag(app, a->strict);
                 app.add_flag("--output-hidden-states", a->hidden, "also write hidden_states_<i>");
                 app.add_flag("--output-attentions", a->attentions, "also write attentions_<i>");
                 add_threads_option(app, a->threads);

@@ -23,6 +23,11 @@ void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "LibTorch intra-op threads (default: LibTorch's own default)")
       ->check(CLI::NonNegativeNumber);
 }
+void add_strict_flag(CLI::App& app, bool& strict) {
+  app.add_flag("--strict", strict,
+               "every checkpoint key must match the model (default: head weights the checkpoint lacks are "
+               "initialized and reported; the encoder must always match)");
+}
 std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
                                       const std::string& quant_config_path, bool strict) {
   io::PretrainedOptions options;

@@ -2,7 +2,7 @@
 /// \file
 /// Checkpoint I/O: read Hugging Face checkpoint folders (model.safetensors, sharded
 /// model.safetensors.index.json, pytorch_model.bin zip archives and their sharded index), load them
-/// into any QDQBERT class (strict by default; plain `BertFor*` checkpoints accepted), and write
+/// into any QDQBERT class (a pretrained encoder under any head, or strictly; plain `BertFor*` checkpoints accepted), and write
 /// `save_pretrained` folders the Python reference can load.
 
 #include <ATen/core/Tensor.h>
@@ -28,17 +28,28 @@ std::map<std::string, at::Tensor> read_pytorch_bin(const std::string& path);
 
 /// What a load did.
 struct LoadReport {
-  std::vector<std::string> missing_keys;     ///< model tensors the checkpoint did not provide
-  std::vector<std::string> unexpected_keys;  ///< checkpoint tensors the model has no place for
+  /// Model tensors the checkpoint did not provide. A non-strict load keeps their fresh initialization
+  /// (Python `_init_weights`), as Hugging Face does for a head on a pretrained encoder ("newly initialized").
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;  ///< checkpoint tensors the model has no place for ("not used")
   std::vector<std::string> ignored_keys;     ///< known leftovers: position_ids buffers, head weights of another class
   std::vector<std::string> loaded_amax;      ///< quantizers whose `_amax` came from the checkpoint
+
+  /// One line like Hugging Face's warning: how many weights were newly initialized and how many checkpoint
+  /// tensors went unused, with the first names of each; "" when every key was accounted for.
+  std::string summary(const std::string& class_name, const std::string& source) const;
 };
 
 /// Copies a state dict into `model`. Accepts HF key variants: a missing or extra "bert." prefix,
 /// legacy LayerNorm `gamma`/`beta`, `embeddings.position_ids`. fp16/bf16/fp64 tensors are converted to
 /// the parameter dtype. `<quantizer>._amax` keys register the quantizer's amax (per-tensor or
-/// per-channel shapes). A wrong shape is an error naming `source` and the key; with `strict`, any
-/// missing or unexpected key is an error listing all of them.
+/// per-channel shapes).
+///
+/// Always errors, naming `source` and the key: a shape or dtype mismatch, and any missing or unexpected
+/// key inside the encoder (`embeddings.*`, `encoder.*`), since that means the checkpoint and config.json
+/// describe different encoders. With `strict`, any missing or unexpected key anywhere is an error
+/// listing all of them; without it, head weights missing from the checkpoint keep their initialization
+/// and unused checkpoint tensors (another head, a pooler the class lacks) are only reported.
 LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state, bool strict = true,
                            const std::string& source = "<state dict>");
 
@@ -49,7 +60,11 @@ std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& mo
 struct PretrainedOptions {
   /// Task to build; empty = from config.json "architectures" (else "base").
   std::string task;
-  bool strict = true;
+  /// false (default, as Hugging Face): a pretrained encoder under any head; head weights the checkpoint
+  /// lacks are initialized and reported. true: every key must match (`--strict` on the CLI).
+  bool strict = false;
+  /// Print LoadReport::summary() on stderr when some keys were initialized or unused.
+  bool log_summary = true;
   /// Override the descriptors stored in config.json (or the process defaults).
   std::optional<nn::QuantDescriptor> quant_desc_input, quant_desc_weight;
   /// Override num_labels (heads of a base checkpoint).
