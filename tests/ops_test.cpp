@@ -205,13 +205,76 @@ TEST(FakeQuant, AmaxAlongAxisAndReduceAmax) {
   at::Tensor x = torch::randn({3, 4, 5});
   at::Tensor x2 = x * 0;
   x2.index_put_({1, 2, 3}, -7.f);
-  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {}).item<float>(), 7.f);
-  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {1}).sizes(), (std::vector<int64_t>{1, 4, 1}));
-  EXPECT_EQ(qdqbert::ops::reduce_amax(x2, {0, 2}).sizes(), (std::vector<int64_t>{3, 1, 5}));
+  EXPECT_EQ(qdqbert::ops::reduce_amax_keep(x2, {}).item<float>(), 7.f);
+  EXPECT_EQ(qdqbert::ops::reduce_amax_keep(x2, {1}).sizes(), (std::vector<int64_t>{1, 4, 1}));
+  EXPECT_EQ(qdqbert::ops::reduce_amax_keep(x2, {0, 2}).sizes(), (std::vector<int64_t>{3, 1, 5}));
   // Per-channel along an axis given with a negative index.
   at::Tensor x3 = torch::randn({2, 4, 3});
   at::Tensor y = fake_tensor_quant(x3, qdqbert::ops::amax_along_axis(a, -1, 3), 8, false, false);
   EXPECT_TRUE(qt::tensors_equal(y.select(2, 1), fake_tensor_quant(x3.select(2, 1), a[1], 8, false, false), "axis -1"));
+}
+
+TEST(FakeQuant, ReduceAmaxKeepNegativeAxesMatchNoDim) {
+  // The keep-axes form reproduces the reference callers: a negative axis matches no dimension.
+  at::Tensor x = torch::randn({3, 4, 5});
+  at::Tensor r = qdqbert::ops::reduce_amax_keep(x, {-1});
+  EXPECT_EQ(r.dim(), 0);
+  EXPECT_TRUE(qt::tensors_equal(r, x.abs().max(), "keep {-1}"));
+  EXPECT_TRUE(qt::tensors_equal(qdqbert::ops::reduce_amax_keep(x, {0}), x.abs().amax({1, 2}, true), "keep {0}"));
+  EXPECT_TRUE(qt::tensors_equal(qdqbert::ops::reduce_amax_keep(x, {0, 1, 2}), x.abs(), "keep all"));
+}
+
+// Python `quant_utils.reduce_amax(input, axis, keepdims)`: `axis` lists the dims to REDUCE.
+TEST(FakeQuant, ReduceAmaxPythonSemantics) {
+  using qdqbert::ops::reduce_amax;
+  using Shape = std::vector<int64_t>;
+  torch::manual_seed(0);
+  at::Tensor x = torch::randn({3, 4, 5});
+  x.index_put_({1, 2, 3}, -7.f);
+  at::Tensor ax = x.abs();
+  // axis=None: every dim, 0-d whatever keepdims says.
+  EXPECT_EQ(reduce_amax(x).dim(), 0);
+  EXPECT_EQ(reduce_amax(x).item<float>(), 7.f);
+  EXPECT_EQ(reduce_amax(x, std::nullopt, false).dim(), 0);
+  // One axis, positive and negative.
+  EXPECT_EQ(reduce_amax(x, Shape{1}).sizes(), (Shape{3, 1, 5}));
+  EXPECT_TRUE(qt::tensors_equal(reduce_amax(x, Shape{1}), ax.amax({1}, true), "axis 1"));
+  EXPECT_TRUE(qt::tensors_equal(reduce_amax(x, Shape{-1}), ax.amax({2}, true), "axis -1"));
+  EXPECT_TRUE(qt::tensors_equal(reduce_amax(x, Shape{-3}), ax.amax({0}, true), "axis -3"));
+  // Several axes, mixed signs; keepdims false drops them.
+  EXPECT_EQ(reduce_amax(x, Shape{0, -1}).sizes(), (Shape{1, 4, 1}));
+  EXPECT_TRUE(qt::tensors_equal(reduce_amax(x, Shape{0, -1}, false), ax.amax({0, 2}, false), "axes 0,-1 no keepdims"));
+  EXPECT_EQ(reduce_amax(x, Shape{1}, false).sizes(), (Shape{3, 5}));
+  // All axes: a one-element result is squeezed to 0-d even with keepdims.
+  for (bool keep : {true, false}) {
+    at::Tensor all = reduce_amax(x, Shape{0, 1, 2}, keep);
+    EXPECT_EQ(all.dim(), 0) << keep;
+    EXPECT_EQ(all.item<float>(), 7.f) << keep;
+  }
+  // No axes: |x| unchanged.
+  EXPECT_TRUE(qt::tensors_equal(reduce_amax(x, Shape{}), ax, "no axes"));
+  // The reference's squeeze_() also drops size-1 dims that were not reduced when keepdims is false.
+  at::Tensor y = torch::randn({1, 4, 5});
+  EXPECT_EQ(reduce_amax(y, Shape{2}, false).sizes(), (Shape{4}));
+  EXPECT_EQ(reduce_amax(y, Shape{2}, true).sizes(), (Shape{1, 4, 1}));
+  // No gradient flows.
+  at::Tensor g = torch::randn({2, 3}).requires_grad_(true);
+  EXPECT_FALSE(reduce_amax(g, Shape{1}).requires_grad());
+  // Errors name the offending value.
+  for (int64_t bad : {3, -4}) {
+    try {
+      reduce_amax(x, Shape{bad});
+      ADD_FAILURE() << "axis " << bad << " accepted";
+    } catch (const c10::IndexError& e) {
+      EXPECT_NE(std::string(e.what()).find("axis " + std::to_string(bad)), std::string::npos) << e.what();
+    }
+  }
+  try {
+    reduce_amax(x, Shape{0, 1, 2, 0});
+    ADD_FAILURE() << "four axes of a 3-d tensor accepted";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("more axes"), std::string::npos) << e.what();
+  }
 }
 
 TEST(FakeQuant, TorchNativeModeIsFullRange) {

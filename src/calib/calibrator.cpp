@@ -20,7 +20,7 @@ void MaxCalibrator::collect(const at::Tensor& x_in) {
   at::NoGradGuard no_grad;
   at::Tensor x = x_in.detach().to(at::kFloat);
   // Reference: reduce over every dim i with `i not in axis` (negative axes match nothing).
-  at::Tensor local = x.numel() == 0 ? at::Tensor() : ops::reduce_amax(x, axis_);
+  at::Tensor local = x.numel() == 0 ? at::Tensor() : ops::reduce_amax_keep(x, axis_);
   TORCH_CHECK_VALUE(local.defined(), "MaxCalibrator::collect: empty tensor of shape ", x_in.sizes());
   if (!calib_amax_.defined()) {
     calib_amax_ = local;

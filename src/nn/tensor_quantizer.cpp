@@ -259,9 +259,9 @@ at::Tensor TensorQuantizerImpl::effective_amax(const at::Tensor& x) const {
   if (amax_.defined()) {
     amax = amax_;
   } else if (!axis_) {
-    amax = ops::reduce_amax(x, {});
+    amax = ops::reduce_amax_keep(x, {});
   } else {
-    amax = ops::reduce_amax(x, reduce_keep_axes(x.dim()));
+    amax = ops::reduce_amax_keep(x, reduce_keep_axes(x.dim()));
   }
   if (scale_amax_) amax = amax.detach() * *scale_amax_;
   return amax;

@@ -304,7 +304,7 @@ at::Tensor amax_along_axis(const at::Tensor& amax, int64_t axis, int64_t ndim) {
   return amax.reshape(shape);
 }
 
-at::Tensor reduce_amax(const at::Tensor& x, const std::vector<int64_t>& keep_axes) {
+at::Tensor reduce_amax_keep(const at::Tensor& x, const std::vector<int64_t>& keep_axes) {
   at::NoGradGuard no_grad;
   at::Tensor a = x.detach().abs();
   std::vector<int64_t> reduce;
@@ -316,6 +316,24 @@ at::Tensor reduce_amax(const at::Tensor& x, const std::vector<int64_t>& keep_axe
   if (keep_axes.empty() || static_cast<int64_t>(reduce.size()) == x.dim()) return a.max();
   if (reduce.empty()) return a;
   return at::amax(a, reduce, /*keepdim=*/true);
+}
+
+at::Tensor reduce_amax(const at::Tensor& x, std::optional<std::vector<int64_t>> axis, bool keepdims) {
+  TORCH_CHECK_VALUE(x.defined(), "reduce_amax: undefined tensor");
+  at::NoGradGuard no_grad;
+  at::Tensor a = x.detach().abs();
+  if (!axis) return a.max();
+  const int64_t nd = x.dim();
+  TORCH_CHECK_VALUE(static_cast<int64_t>(axis->size()) <= nd, "reduce_amax: cannot reduce more axes (",
+                    c10::IntArrayRef(*axis), ") than the tensor's dims (shape ", x.sizes(), ")");
+  for (const int64_t ax : *axis) {
+    TORCH_CHECK_INDEX(ax >= -nd && ax < nd, "reduce_amax: axis ", ax, " is out of range [", -nd, ", ", nd,
+                      ") for shape ", x.sizes());
+    // Each reduction keeps its dim, so the remaining (possibly negative) axes still index the input.
+    a = at::amax(a, {ax}, /*keepdim=*/true);
+  }
+  if (!keepdims || a.numel() == 1) a = a.squeeze();
+  return a;
 }
 
 }  // namespace qdqbert::ops

@@ -17,6 +17,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -69,8 +70,25 @@ at::Tensor fake_quant_torch_native(const at::Tensor& x, const at::Tensor& amax, 
 /// tensor (negative axes count from the end), e.g. amax [C], axis 0, ndim 3 -> [C,1,1].
 at::Tensor amax_along_axis(const at::Tensor& amax, int64_t axis, int64_t ndim);
 
-/// max|x| reduced over every dim not in `keep_axes` (kept as size-1 dims); per-tensor (0-d) when
-/// keep_axes is empty. Negative entries count from the end. Mirrors `quant_utils.reduce_amax`.
-at::Tensor reduce_amax(const at::Tensor& x, const std::vector<int64_t>& keep_axes);
+/// max|x| reduced over every dim NOT in `keep_axes` (the axes to keep; reduced dims stay as size-1
+/// dims); per-tensor (0-d) when keep_axes is empty or matches no dim. As in the reference's callers
+/// (`MaxCalibrator.collect`, `TensorQuantizer._get_amax`: `reduce_axis = [i for i in range(dim) if i not
+/// in axis]`), negative entries match no dimension; normalize them first to count from the end.
+/// This is the complement of Python's `quant_utils.reduce_amax`, which takes the axes to reduce (see
+/// reduce_amax below); e.g. keep {0} on a [C, K] tensor gives [C, 1].
+at::Tensor reduce_amax_keep(const at::Tensor& x, const std::vector<int64_t>& keep_axes);
+
+/// Mirrors `pytorch_quantization.utils.quant_utils.reduce_amax(input, axis=None, keepdims=True)`
+/// (2.1.2): max|x| over the axes to REDUCE, without gradient.
+///   - axis nullopt: every dim, a 0-d result (keepdims is ignored, as in the reference);
+///   - otherwise each axis in [-dim, dim) (negative counts from the end) is reduced with its dim kept,
+///     then, when !keepdims or the result has one element, every size-1 dim is squeezed (so a
+///     one-element result is always 0-d, and keepdims=false also drops size-1 dims that were not
+///     reduced — the reference's `squeeze_()`); an empty list reduces nothing.
+/// A one-element list follows the reference's tuple path (Python's bare-int `axis` keeps the
+/// one-element shape instead). Errors: more axes than dims (the reference's ValueError) or an axis
+/// out of range.
+at::Tensor reduce_amax(const at::Tensor& x, std::optional<std::vector<int64_t>> axis = std::nullopt,
+                       bool keepdims = true);
 
 }  // namespace qdqbert::ops
