@@ -34,16 +34,6 @@ ModelInputs batch(int64_t b = 4, int64_t l = 16) {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-/// The message of the c10::Error `f` throws ("" when it does not throw).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;
   std::istringstream is(s);
@@ -273,9 +263,9 @@ TEST(Workflow, SetQuantizerByNameMatchesOwnerOrOwnName) {
   bad.num_bits = 0;
   bad.disabled = true;
   EXPECT_NE(
-      error_of([&] { workflow::set_quantizer_by_name(*m, {""}, bad); }).find("num_bits must be in [1, 22], got 0"),
+      qt::error_message([&] { workflow::set_quantizer_by_name(*m, {""}, bad); }).find("num_bits must be in [1, 22], got 0"),
       std::string::npos);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(qt::error_message([&] {
               workflow::set_quantizer_by_name(*m, {"query", "(unclosed"}, off);
             }).find("'(unclosed'"),
             std::string::npos);
@@ -308,8 +298,8 @@ TEST(Workflow, SetQuantizersTouchesOnlyQuantLinearQuantizers) {
       EXPECT_TRUE(q->is_enabled()) << n;
     }
   }
-  EXPECT_NE(error_of([&] { workflow::set_quantizers(*m, "inputs", off); }).find("got 'inputs'"), std::string::npos);
-  EXPECT_NE(error_of([&] { workflow::set_quantizers(*m, "", off); }).find("got ''"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { workflow::set_quantizers(*m, "inputs", off); }).find("got 'inputs'"), std::string::npos);
+  EXPECT_NE(qt::error_message([&] { workflow::set_quantizers(*m, "", off); }).find("got ''"), std::string::npos);
 }
 
 TEST(Workflow, ExpandAmaxMakesPerTensorWeightAmaxPerChannel) {
@@ -408,7 +398,7 @@ TEST(Workflow, CalibrateWeightsMaxEqualsAbsMax) {
     torch::NoGradGuard g;
     first->weight.mul_(3);
   }
-  const std::string err = error_of([&] { workflow::calibrate_weights(*m2, "max", /*perchannel=*/true); });
+  const std::string err = qt::error_message([&] { workflow::calibrate_weights(*m2, "max", /*perchannel=*/true); });
   EXPECT_NE(err.find("bert.encoder.layer.0.attention.self.query._weight_quantizer holds an amax of shape []"),
             std::string::npos)
       << err;
@@ -469,17 +459,17 @@ TEST(Workflow, CalibrateWeightsMsePerChannelHistogram) {
 
 TEST(Workflow, CalibrateWeightsRejectsBadArguments) {
   auto m = tiny({});
-  EXPECT_NE(error_of([&] { workflow::calibrate_weights(*m, "entropy"); }).find("unknown calibration method 'entropy'"),
+  EXPECT_NE(qt::error_message([&] { workflow::calibrate_weights(*m, "entropy"); }).find("unknown calibration method 'entropy'"),
             std::string::npos);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(qt::error_message([&] {
               workflow::calibrate_weights(*m, "max", true, 99.99, 0);
             }).find("num_bins must be positive, got 0"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { workflow::calibrate_weights(*m, "percentile", true, 99.99, -3); }).find("got -3"),
+  EXPECT_NE(qt::error_message([&] { workflow::calibrate_weights(*m, "percentile", true, 99.99, -3); }).find("got -3"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { workflow::calibrate_weights(*m, "mse", true, 99.99, 128); }).find("got 128"),
+  EXPECT_NE(qt::error_message([&] { workflow::calibrate_weights(*m, "mse", true, 99.99, 128); }).find("got 128"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { workflow::calibrate_weights(*m, "percentile", true, 101.0); }).find("got 101"),
+  EXPECT_NE(qt::error_message([&] { workflow::calibrate_weights(*m, "percentile", true, 101.0); }).find("got 101"),
             std::string::npos);
   for (auto& [n, l] : quant_linears(*m)) EXPECT_FALSE(l->weight_quantizer->has_amax()) << n;
 }
