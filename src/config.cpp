@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "qdqbert/error.h"
-#include "qdqbert/io/safetensors.h"
+#include "qdqbert/io/atomic_file.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
 namespace qdqbert {

@@ -82,7 +82,7 @@
 #include "qdqbert/squad/postprocess.h"
 #include "qdqbert/workflow/calibrate.h"
 #include "qdqbert/workflow/quant_config.h"
-#include "qdqbert/workflow/quant_trainer_cli.h"
+#include "quant_trainer_flags.h"
 
 using namespace qdqbert;
 namespace fs = std::filesystem;
@@ -579,7 +579,7 @@ int main(int argc, char** argv) {
   app.add_flag("--save-onnx", a.save_onnx, "export model.onnx (Q/DQ) to the output dir");
   app.add_flag("--init-from-config", a.init_from_config, "random init from config.json (no weights needed)");
   app.add_flag("--strict", a.strict, "every checkpoint key must match the model (no newly initialized QA head)");
-  workflow::add_quant_flags(app, a.quant);
+  squad_qa::add_quant_flags(app, a.quant);
   app.add_option("--calib-num", a.calib_num,
                  "calibration samples: stop after the batch that reaches N (ignored with --num-calib-batch)")
       ->check(CLI::PositiveNumber);

@@ -59,4 +59,10 @@ void AtomicFile::commit() {
   }
 }
 
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  AtomicFile out(path);
+  out.write(bytes.data(), bytes.size());
+  out.commit();
+}
+
 }  // namespace qdqbert::io

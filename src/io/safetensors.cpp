@@ -198,10 +198,4 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   save_safetensors(path, std::vector<std::pair<std::string, at::Tensor>>(tensors.begin(), tensors.end()), metadata);
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  AtomicFile out(path);
-  out.write(bytes.data(), bytes.size());
-  out.commit();
-}
-
 }  // namespace qdqbert::io

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 
+#include "qdqbert/build_config.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/models/qdqbert.h"
@@ -344,7 +345,7 @@ ExportReport export_model(TaskModel& model, const std::string& path, const Expor
   ModelProto mp;
   mp.set_ir_version(8);
   mp.set_producer_name("qdqbert");
-  mp.set_producer_version("0.1.0");
+  mp.set_producer_version(QDQBERT_VERSION_STRING);
   auto* opset = mp.add_opset_import();
   opset->set_domain("");
   opset->set_version(options.opset);

@@ -6,16 +6,10 @@
 #include "qdqbert/error.h"
 #include "qdqbert/squad/features.h"
 
-#if __has_include("qdqbert/tokenization/bert_tokenizer.h")
-#define QDQBERT_SQUAD_HAVE_TOKENIZER 1
 #include "qdqbert/tokenization/bert_tokenizer.h"
-#else
-#define QDQBERT_SQUAD_HAVE_TOKENIZER 0
-#endif
 
 namespace qdqbert::squad {
 
-#if QDQBERT_SQUAD_HAVE_TOKENIZER
 
 namespace {
 
@@ -52,16 +46,5 @@ std::unique_ptr<TextEncoder> make_bert_text_encoder(const std::string& vocab_or_
   // A checkpoint folder: its tokenizer.json / tokenizer_config.json decide the options.
   return std::make_unique<BertTextEncoder>(tokenization::BertTokenizer::from_pretrained(vocab_or_dir));
 }
-
-#else
-
-std::unique_ptr<TextEncoder> make_bert_text_encoder(const std::string& vocab_or_dir, bool /*do_lower_case*/) {
-  fail(
-      "squad: qdqbert was built without the tokenizer component (qdqbert/tokenization/bert_tokenizer.h); "
-      "cannot load ",
-      vocab_or_dir);
-}
-
-#endif
 
 }  // namespace qdqbert::squad

@@ -12,7 +12,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "../../plugins/sentencepiece/qdqbert_spm_plugin.h"
+#include "sentencepiece/qdqbert_spm_plugin.h"  // plugins/ (the plugin's C interface)
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "tokenization/unicode.h"

@@ -4,8 +4,13 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace qdqbert {
+class TaskModel;
+}
 
 namespace qdqbert::cli {
 
@@ -32,15 +37,6 @@ void add_threads_option(CLI::App& app, int& threads);
 /// missing head weights initialized and reported, as Hugging Face's from_pretrained does).
 void add_strict_flag(CLI::App& app, bool& strict);
 
-}  // namespace qdqbert::cli
-
-#include <memory>
-
-namespace qdqbert {
-class TaskModel;
-}
-
-namespace qdqbert::cli {
 /// Loads a checkpoint folder as `task` ("" = from config.json), applying an optional --quant-config
 /// file (descriptors before construction, rules after loading). Eval mode.
 std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,

@@ -28,4 +28,7 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+/// Writes `bytes` to `path` atomically (AtomicFile + commit): readers see the old file or the whole new one.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
 }  // namespace qdqbert::io

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "qdqbert/io/atomic_file.h"  // write_file_atomic, for callers that used to find it here
+
 namespace qdqbert::io {
 
 /// Header entry of one tensor.
@@ -56,8 +58,5 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
                       const std::map<std::string, std::string>& metadata = {});
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
-
-/// Writes `bytes` to `path` atomically (temp file in the same directory + fsync + rename).
-void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace qdqbert::io

@@ -1,16 +1,16 @@
 #pragma once
 /// \file
-/// The quant_trainer flags for CLI11 programs (header-only; needs CLI11): --wprec, --aprec,
-/// --quant-per-tensor, --quant-disable, --quant-disable-keyword, --quant-disable-layer-module,
+/// The quant_trainer flags of squad_qa (CLI11; app code, not installed, so the library never depends on
+/// CLI11): --wprec, --aprec, --quant-per-tensor, --quant-disable, --quant-disable-keyword, --quant-disable-layer-module,
 /// --quant-enable-layer-module, --calibrator, --percentile, --num-calib-batch, --fuse-qkv, --clip-gelu,
 /// --recalibrate-weights.
 #include <CLI/CLI.hpp>
 
 #include "qdqbert/workflow/quant_trainer.h"
 
-namespace qdqbert::workflow {
+namespace squad_qa {
 
-inline void add_quant_flags(CLI::App& app, QuantTrainerOptions& o) {
+inline void add_quant_flags(CLI::App& app, qdqbert::workflow::QuantTrainerOptions& o) {
   app.add_option("--wprec", o.wprec, "weight precision in bits")->check(CLI::Range(2, 16));
   app.add_option("--aprec", o.aprec, "activation precision in bits")->check(CLI::Range(2, 16));
   app.add_flag("--quant-per-tensor", o.quant_per_tensor, "per-tensor weight scaling");
@@ -30,4 +30,4 @@ inline void add_quant_flags(CLI::App& app, QuantTrainerOptions& o) {
   app.add_flag("--recalibrate-weights", o.recalibrate_weights, "recalibrate weight amax to max|W|");
 }
 
-}  // namespace qdqbert::workflow
+}  // namespace squad_qa
