@@ -364,3 +364,17 @@ void TensorQuantizerImpl::pretty_print(std::ostream& stream) const {
 }
 
 }  // namespace qdqbert::nn
+
+namespace qdqbert {
+
+std::vector<std::pair<std::string, nn::TensorQuantizer>> named_quantizers(torch::nn::Module& root) {
+  std::vector<std::pair<std::string, nn::TensorQuantizer>> out;
+  for (const auto& item : root.named_modules("", /*include_self=*/false)) {
+    if (auto q = std::dynamic_pointer_cast<nn::TensorQuantizerImpl>(item.value())) {
+      out.emplace_back(item.key(), nn::TensorQuantizer(q));
+    }
+  }
+  return out;
+}
+
+}  // namespace qdqbert

@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
+#include <typeinfo>
 
 #include "qdqbert/build_config.h"
 #include "qdqbert/error.h"
@@ -335,6 +337,100 @@ void name_output(GraphBuilder& b, const std::string& value, const std::string& n
   b.node("Identity", {value}, {name}, name + ".identity");
 }
 
+// The graph of each head after the encoder, keyed by the task registry's task name (one entry per
+// exportable row of task_registry()). Each returns the graph outputs with their dims.
+using Outputs = std::vector<std::pair<std::string, std::vector<std::string>>>;
+struct GraphInputs {
+  std::string ids, mask, types;
+};
+using HeadEmitter = Outputs (*)(GraphBuilder&, torch::nn::Module&, const GraphInputs&);
+
+template <typename Impl>
+Impl& as(torch::nn::Module& m) {
+  auto* p = dynamic_cast<Impl*>(&m);
+  TORCH_CHECK(p != nullptr, "onnx export: the model is not a ", typeid(Impl).name());
+  return *p;
+}
+
+const std::map<std::string, HeadEmitter>& head_emitters() {
+  static const std::map<std::string, HeadEmitter> emitters = {
+      {"base",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& m = as<QDQBertModelImpl>(root);
+         Encoded e = encode(b, m, in.ids, in.mask, in.types, "");
+         name_output(b, e.sequence_output, "last_hidden_state");
+         Outputs outs{{"last_hidden_state", {"batch", "sequence", std::to_string(m.config.hidden_size)}}};
+         if (!e.pooled.empty()) {
+           name_output(b, e.pooled, "pooler_output");
+           outs.push_back({"pooler_output", {"batch", std::to_string(m.config.hidden_size)}});
+         }
+         return outs;
+       }},
+      {"question-answering",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForQuestionAnsweringImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         std::string logits = b.linear(e.sequence_output, h.qa_outputs->weight, h.qa_outputs->bias, "qa_outputs");
+         NodeProto* sp = b.node("Split", {logits}, {"start_split", "end_split"}, "qa_split");
+         GraphBuilder::attr_int(sp, "axis", -1);
+         b.node("Squeeze", {"start_split", b.const_i64({-1})}, {"start_logits"}, "start_squeeze");
+         b.node("Squeeze", {"end_split", b.const_i64({-1})}, {"end_logits"}, "end_squeeze");
+         return {{"start_logits", {"batch", "sequence"}}, {"end_logits", {"batch", "sequence"}}};
+       }},
+      {"sequence-classification",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForSequenceClassificationImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         name_output(b, b.linear(e.pooled, h.classifier->weight, h.classifier->bias, "classifier"), "logits");
+         return {{"logits", {"batch", std::to_string(h.config.num_labels())}}};
+       }},
+      {"next-sentence-prediction",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForNextSentencePredictionImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         name_output(b,
+                     b.linear(e.pooled, h.cls->seq_relationship->weight, h.cls->seq_relationship->bias,
+                              "cls.seq_relationship"),
+                     "logits");
+         return {{"logits", {"batch", "2"}}};
+       }},
+      {"multiple-choice",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForMultipleChoiceImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         std::string l = b.linear(e.pooled, h.classifier->weight, h.classifier->bias, "classifier");
+         std::string c = b.op("Gather", {b.op("Shape", {"input_ids"}, "mc_in_shape"), b.const_i64({1})}, "mc_choices");
+         std::string shape = b.op("Concat", {b.const_i64({-1}), c}, "mc_out_shape");
+         b.last_attr_int("axis", 0);
+         b.node("Reshape", {l, shape}, {"logits"}, "logits_reshape");
+         return {{"logits", {"batch", "num_choices"}}};
+       }},
+      {"token-classification",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForTokenClassificationImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         name_output(b, b.linear(e.sequence_output, h.classifier->weight, h.classifier->bias, "classifier"),
+                     "logits");
+         return {{"logits", {"batch", "sequence", std::to_string(h.config.num_labels())}}};
+       }},
+      {"masked-lm",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertForMaskedLMImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         name_output(b, mlm_head(b, *h.cls, e.sequence_output, h.config), "logits");
+         return {{"logits", {"batch", "sequence", std::to_string(h.config.vocab_size)}}};
+       }},
+      {"causal-lm",
+       [](GraphBuilder& b, torch::nn::Module& root, const GraphInputs& in) -> Outputs {
+         auto& h = as<QDQBertLMHeadModelImpl>(root);
+         Encoded e = encode(b, *h.bert, in.ids, in.mask, in.types, "bert.");
+         name_output(b, mlm_head(b, *h.cls, e.sequence_output, h.config), "logits");
+         return {{"logits", {"batch", "sequence", std::to_string(h.config.vocab_size)}}};
+       }},
+  };
+  return emitters;
+}
+
 }  // namespace
 
 ExportReport export_model(TaskModel& model, const std::string& path, const ExportOptions& options) {
@@ -371,58 +467,9 @@ ExportReport export_model(TaskModel& model, const std::string& path, const Expor
     mask = b.op("Reshape", {mask, shape}, "mask_flat");
     types = b.op("Reshape", {types, shape}, "types_flat");
   }
-  std::vector<std::pair<std::string, std::vector<std::string>>> outs;
-  auto& root = model.module();
-  if (auto* m = dynamic_cast<QDQBertModelImpl*>(&root)) {
-    Encoded e = encode(b, *m, ids, mask, types, "");
-    name_output(b, e.sequence_output, "last_hidden_state");
-    outs.push_back({"last_hidden_state", {"batch", "sequence", std::to_string(m->config.hidden_size)}});
-    if (!e.pooled.empty()) {
-      name_output(b, e.pooled, "pooler_output");
-      outs.push_back({"pooler_output", {"batch", std::to_string(m->config.hidden_size)}});
-    }
-  } else if (auto* h = dynamic_cast<QDQBertForQuestionAnsweringImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    std::string logits = b.linear(e.sequence_output, h->qa_outputs->weight, h->qa_outputs->bias, "qa_outputs");
-    NodeProto* sp = b.node("Split", {logits}, {"start_split", "end_split"}, "qa_split");
-    GraphBuilder::attr_int(sp, "axis", -1);
-    b.node("Squeeze", {"start_split", b.const_i64({-1})}, {"start_logits"}, "start_squeeze");
-    b.node("Squeeze", {"end_split", b.const_i64({-1})}, {"end_logits"}, "end_squeeze");
-    outs.push_back({"start_logits", {"batch", "sequence"}});
-    outs.push_back({"end_logits", {"batch", "sequence"}});
-  } else if (auto* h = dynamic_cast<QDQBertForSequenceClassificationImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    name_output(b, b.linear(e.pooled, h->classifier->weight, h->classifier->bias, "classifier"), "logits");
-    outs.push_back({"logits", {"batch", std::to_string(h->config.num_labels())}});
-  } else if (auto* h = dynamic_cast<QDQBertForNextSentencePredictionImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    name_output(b, b.linear(e.pooled, h->cls->seq_relationship->weight, h->cls->seq_relationship->bias,
-                            "cls.seq_relationship"),
-                "logits");
-    outs.push_back({"logits", {"batch", "2"}});
-  } else if (auto* h = dynamic_cast<QDQBertForMultipleChoiceImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    std::string l = b.linear(e.pooled, h->classifier->weight, h->classifier->bias, "classifier");
-    std::string c = b.op("Gather", {b.op("Shape", {"input_ids"}, "mc_in_shape"), b.const_i64({1})}, "mc_choices");
-    std::string shape = b.op("Concat", {b.const_i64({-1}), c}, "mc_out_shape");
-    b.last_attr_int("axis", 0);
-    b.node("Reshape", {l, shape}, {"logits"}, "logits_reshape");
-    outs.push_back({"logits", {"batch", "num_choices"}});
-  } else if (auto* h = dynamic_cast<QDQBertForTokenClassificationImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    name_output(b, b.linear(e.sequence_output, h->classifier->weight, h->classifier->bias, "classifier"), "logits");
-    outs.push_back({"logits", {"batch", "sequence", std::to_string(h->config.num_labels())}});
-  } else if (auto* h = dynamic_cast<QDQBertForMaskedLMImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    name_output(b, mlm_head(b, *h->cls, e.sequence_output, h->config), "logits");
-    outs.push_back({"logits", {"batch", "sequence", std::to_string(h->config.vocab_size)}});
-  } else if (auto* h = dynamic_cast<QDQBertLMHeadModelImpl*>(&root)) {
-    Encoded e = encode(b, *h->bert, ids, mask, types, "bert.");
-    name_output(b, mlm_head(b, *h->cls, e.sequence_output, h->config), "logits");
-    outs.push_back({"logits", {"batch", "sequence", std::to_string(h->config.vocab_size)}});
-  } else {
-    TORCH_CHECK_VALUE(false, "onnx export: unsupported model class ", cls);
-  }
+  auto emitter = head_emitters().find(task_for_class(cls));
+  TORCH_CHECK_VALUE(emitter != head_emitters().end(), "onnx export: unsupported model class ", cls);
+  const Outputs outs = emitter->second(b, model.module(), {ids, mask, types});
   for (const auto& [n, d] : outs) {
     add_io(g->add_output(), n, TensorProto::FLOAT, d);
     report.outputs.push_back(n);

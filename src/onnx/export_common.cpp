@@ -6,11 +6,7 @@
 
 namespace qdqbert::onnx {
 
-std::vector<std::string> output_names(const std::string& task) {
-  if (task == "base") return {"last_hidden_state", "pooler_output"};
-  if (task == "question-answering") return {"start_logits", "end_logits"};
-  return {"logits"};
-}
+std::vector<std::string> output_names(const std::string& task) { return task_spec(task).outputs; }
 
 void set_export_mode(TaskModel& model, bool torch_native) {
   for (auto& [n, q] : named_quantizers(model.module())) {

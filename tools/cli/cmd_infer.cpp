@@ -82,10 +82,9 @@ void run(const InferArgs& a) {
 Register reg({"infer", "Run a QDQBERT model on the tensors of a safetensors file", [](CLI::App& app) {
                 auto a = std::make_shared<InferArgs>();
                 app.add_option("--model", a->model, "checkpoint folder (config.json + weights)")->required();
-                app.add_option("--task", a->task,
-                               "base, masked-lm, causal-lm, sequence-classification, next-sentence-prediction, "
-                               "multiple-choice, token-classification, question-answering (default: from "
-                               "config.json architectures)");
+                std::string tasks;
+                for (const auto& t : task_names()) tasks += (tasks.empty() ? "" : ", ") + t;
+                app.add_option("--task", a->task, tasks + " (default: from config.json architectures)");
                 app.add_option("--inputs", a->inputs, "safetensors with forward arguments by Python name")
                     ->required();
                 app.add_option("--output", a->output, "safetensors to write, outputs by field name")->required();

@@ -269,65 +269,103 @@ class QDQBertHead : public torch::nn::Cloneable<Derived>, public TaskModel {
   QDQBertModel bert{nullptr};
 };
 
-#define QDQBERT_HEAD(NAME)                                                   \
-  class NAME##Impl : public QDQBertHead<NAME##Impl> {                        \
-   public:                                                                   \
-    explicit NAME##Impl(const Config& config);                              \
-    void reset() override;                                                   \
-    ModelOutput forward(const ModelInputs& inputs);                          \
-    std::string class_name() const override { return #NAME; }
-
-QDQBERT_HEAD(QDQBertLMHeadModel)
+class QDQBertLMHeadModelImpl : public QDQBertHead<QDQBertLMHeadModelImpl> {
+ public:
+  explicit QDQBertLMHeadModelImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertLMHeadModel"; }
   void tie_weights() override;
   QDQBertOnlyMLMHead cls{nullptr};
 };
 TORCH_MODULE(QDQBertLMHeadModel);
 
-QDQBERT_HEAD(QDQBertForMaskedLM)
+class QDQBertForMaskedLMImpl : public QDQBertHead<QDQBertForMaskedLMImpl> {
+ public:
+  explicit QDQBertForMaskedLMImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForMaskedLM"; }
   void tie_weights() override;
   QDQBertOnlyMLMHead cls{nullptr};
 };
 TORCH_MODULE(QDQBertForMaskedLM);
 
-QDQBERT_HEAD(QDQBertForNextSentencePrediction)
+class QDQBertForNextSentencePredictionImpl : public QDQBertHead<QDQBertForNextSentencePredictionImpl> {
+ public:
+  explicit QDQBertForNextSentencePredictionImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForNextSentencePrediction"; }
   QDQBertOnlyNSPHead cls{nullptr};
 };
 TORCH_MODULE(QDQBertForNextSentencePrediction);
 
-QDQBERT_HEAD(QDQBertForSequenceClassification)
+class QDQBertForSequenceClassificationImpl : public QDQBertHead<QDQBertForSequenceClassificationImpl> {
+ public:
+  explicit QDQBertForSequenceClassificationImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForSequenceClassification"; }
   torch::nn::Dropout dropout{nullptr};
   torch::nn::Linear classifier{nullptr};
 };
 TORCH_MODULE(QDQBertForSequenceClassification);
 
-QDQBERT_HEAD(QDQBertForMultipleChoice)
+class QDQBertForMultipleChoiceImpl : public QDQBertHead<QDQBertForMultipleChoiceImpl> {
+ public:
+  explicit QDQBertForMultipleChoiceImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForMultipleChoice"; }
   torch::nn::Dropout dropout{nullptr};
   torch::nn::Linear classifier{nullptr};
 };
 TORCH_MODULE(QDQBertForMultipleChoice);
 
-QDQBERT_HEAD(QDQBertForTokenClassification)
+class QDQBertForTokenClassificationImpl : public QDQBertHead<QDQBertForTokenClassificationImpl> {
+ public:
+  explicit QDQBertForTokenClassificationImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForTokenClassification"; }
   torch::nn::Dropout dropout{nullptr};
   torch::nn::Linear classifier{nullptr};
 };
 TORCH_MODULE(QDQBertForTokenClassification);
 
-QDQBERT_HEAD(QDQBertForQuestionAnswering)
+class QDQBertForQuestionAnsweringImpl : public QDQBertHead<QDQBertForQuestionAnsweringImpl> {
+ public:
+  explicit QDQBertForQuestionAnsweringImpl(const Config& config);
+  void reset() override;
+  ModelOutput forward(const ModelInputs& inputs);
+  std::string class_name() const override { return "QDQBertForQuestionAnswering"; }
   torch::nn::Linear qa_outputs{nullptr};
 };
 TORCH_MODULE(QDQBertForQuestionAnswering);
 
-#undef QDQBERT_HEAD
+/// One row of the task registry: everything the layers above need to know about a model class.
+/// Adding a head = its class above + one row in task_registry() (src/models/registry.cpp); io, onnx and
+/// the CLI read this table.
+struct TaskSpec {
+  std::string task;                  ///< CLI task name, e.g. "question-answering"
+  std::string class_name;            ///< Python class, e.g. "QDQBertForQuestionAnswering"
+  std::string bert_class;            ///< the plain transformers class with the same weights ("BertForQuestionAnswering")
+  std::vector<std::string> outputs;  ///< output fields of a forward without labels (= the ONNX graph outputs)
+  std::shared_ptr<TaskModel> (*create)(const Config& config);
+};
+/// Every model class, in the order of modeling_qdqbert.py.
+const std::vector<TaskSpec>& task_registry();
+/// The row of `task`; error listing the known tasks.
+const TaskSpec& task_spec(const std::string& task);
 
 /// The task names of `qdqbert-cli` (base, masked-lm, causal-lm, sequence-classification,
 /// next-sentence-prediction, multiple-choice, token-classification, question-answering).
 const std::vector<std::string>& task_names();
 /// Builds the model class of `task` (randomly initialised like Python); error for unknown tasks.
 std::shared_ptr<TaskModel> create_model(const std::string& task, const Config& config);
-/// Python class name → task name ("QDQBertForQuestionAnswering" → "question-answering"); "" if unknown.
+/// Python class name (QDQBert* or the plain Bert* alias) → task name
+/// ("QDQBertForQuestionAnswering" → "question-answering"); "" if unknown.
 std::string task_for_class(const std::string& class_name);
-
-/// Every TensorQuantizer of a module tree with its full dotted name, in registration order.
-std::vector<std::pair<std::string, nn::TensorQuantizer>> named_quantizers(torch::nn::Module& root);
 
 }  // namespace qdqbert

@@ -9,6 +9,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qdqbert/calib/calibrator.h"
 #include "qdqbert/nn/quant_descriptor.h"
@@ -184,3 +186,8 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 TORCH_MODULE(TensorQuantizer);
 
 }  // namespace qdqbert::nn
+
+namespace qdqbert {
+/// Every TensorQuantizer of a module tree with its full dotted name, in registration order.
+std::vector<std::pair<std::string, nn::TensorQuantizer>> named_quantizers(torch::nn::Module& root);
+}  // namespace qdqbert
