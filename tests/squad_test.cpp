@@ -1,5 +1,5 @@
 // Parity of qdqbert::squad with the Python SQuAD pipeline fixtures (tests/data/squad, copied from
-// shared/fixtures/squad; see its README): reading, metrics, post-processing, feature windows (with the
+// tests/data/squad; see its README): reading, metrics, post-processing, feature windows (with the
 // fixtures' own tokens standing in for the tokenizer), the CLI, and bad input.
 #include <gtest/gtest.h>
 

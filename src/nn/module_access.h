@@ -2,7 +2,8 @@
 // Internal: replace or remove a registered buffer in place. LibTorch keeps `buffers_` private and
 // offers no way to swap a registered (possibly undefined) buffer; every Cloneable specialization is a
 // friend of Module, so this one specialization is the narrow door. Used for `_amax`, which Python
-// registers lazily and we register up front as an undefined tensor (DESIGN.md: no late registration).
+// registers lazily and we register up front as an undefined tensor (docs/architecture.md, "Register
+// everything in reset()").
 #include <torch/nn/cloneable.h>
 
 namespace qdqbert::nn::detail {

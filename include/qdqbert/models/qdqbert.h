@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The QDQBERT modules — C++ twins of transformers' modeling_qdqbert.py. Registered names are the
-/// Python attribute names (checkpoint keys are the contract, see DESIGN.md).
+/// Python attribute names (checkpoint keys are the contract, see docs/architecture.md).
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>

@@ -76,7 +76,7 @@ std::vector<Feature> build_features(const std::vector<Example>& examples, const 
 /// into with a budget of `window` tokens and `stride` tokens of overlap.
 std::vector<std::pair<int64_t, int64_t>> context_windows(int64_t num_tokens, int64_t window, int64_t stride);
 
-/// Writes features in the layout of `shared/fixtures/squad/README.md` §1 (`config`, `num_examples`,
+/// Writes features in the layout of `tests/data/squad/README.md` §1 (`config`, `num_examples`,
 /// `validation_features`, `train_features`). `config_json` is inserted verbatim as "config" (a JSON
 /// object text; empty for none).
 std::string features_to_json(const std::vector<Feature>& features, int64_t num_examples,
