@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "qdqbert/error.h"
-#include "qdqbert/io/atomic_file.h"
+#include "qdqbert/io/file.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
 namespace qdqbert {
@@ -151,11 +151,7 @@ Config Config::from_json_string(const std::string& text, const std::string& src)
 }
 
 Config Config::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  QDQBERT_CHECK(in.good(), "config: cannot open '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json_string(ss.str(), path);
+  return from_json_string(io::read_file(path, "config"), path);
 }
 
 std::string Config::to_json_string() const {

@@ -1,5 +1,6 @@
 // Checkpoint I/O and Config: round trips, pytorch_model.bin, HF key variants, malformed files.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -7,6 +8,7 @@
 
 #include "model_util.h"
 #include "qdqbert/error.h"
+#include "qdqbert/io/file.h"
 
 namespace qt = qdqbert::testing;
 namespace fs = std::filesystem;
@@ -285,4 +287,18 @@ TEST(Model, BadInputsAreClearErrors) {
   in.input_ids = torch::zeros({2, 4}, torch::kLong);
   in.attention_mask = torch::ones({2, 5}, torch::kLong);
   EXPECT_NE(qt::error_message([&] { c.model->run(in); }).find("attention_mask"), std::string::npos);
+}
+
+TEST(Files, ReadFileAcceptsOnlyRegularFiles) {
+  const std::string dir = tmpdir("read_file");
+  write_bytes(dir + "/ok.json", "{}");
+  EXPECT_EQ(io::read_file(dir + "/ok.json", "config"), "{}");
+  const std::string missing = qt::error_message([&] { io::read_file(dir + "/nope.json", "config"); });
+  EXPECT_NE(missing.find("config: cannot open '" + dir + "/nope.json'"), std::string::npos) << missing;
+  EXPECT_NE(qt::error_message([&] { io::read_file(dir, "config"); }).find("not a regular file"), std::string::npos);
+  // A FIFO would block open() forever; it is refused before opening.
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  EXPECT_NE(qt::error_message([&] { Config::from_json_file(dir + "/fifo"); }).find("not a regular file"),
+            std::string::npos);
+  fs::remove_all(dir);
 }

@@ -6,6 +6,7 @@
 
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
+#include "qdqbert/workflow/calibrate.h"
 #include "test_util.h"
 
 namespace qdqbert::testing {
@@ -155,19 +156,7 @@ inline Config tiny_config() {
 
 /// calib.safetensors batches in order.
 inline std::vector<ModelInputs> calib_batches(const ModelCase& c) {
-  auto calib = io::load_safetensors(c.dir + "/calib.safetensors");
-  std::vector<ModelInputs> out;
-  for (int k = 0;; ++k) {
-    const std::string p = "batch" + std::to_string(k) + "_";
-    ModelInputs in;
-    bool any = false;
-    for (const auto& [name, t] : calib) {
-      if (name.rfind(p, 0) == 0) any = in.set(name.substr(p.size()), t) || any;
-    }
-    if (!any) break;
-    out.push_back(in);
-  }
-  return out;
+  return workflow::read_calibration_batches(c.dir + "/calib.safetensors");
 }
 
 }  // namespace qdqbert::testing

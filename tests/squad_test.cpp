@@ -277,7 +277,7 @@ TEST(SquadDataset, EmptyDatasetIsAnError) {
   sq::ReadOptions ok;
   ok.allow_empty = true;
   EXPECT_TRUE(sq::parse_squad(R"({"data": []})", "e", ok).examples.empty());
-  EXPECT_NE(error_of([] { sq::read_squad("/nonexistent/dev.json"); }).find("cannot open /nonexistent/dev.json"),
+  EXPECT_NE(error_of([] { sq::read_squad("/nonexistent/dev.json"); }).find("cannot open '/nonexistent/dev.json'"),
             std::string::npos);
 }
 

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <sstream>
 
 #include "model_util.h"
@@ -472,4 +475,24 @@ TEST(Workflow, CalibrateWeightsRejectsBadArguments) {
   EXPECT_NE(qt::error_message([&] { workflow::calibrate_weights(*m, "percentile", true, 101.0); }).find("got 101"),
             std::string::npos);
   for (auto& [n, l] : quant_linears(*m)) EXPECT_FALSE(l->weight_quantizer->has_amax()) << n;
+}
+
+TEST(Workflow, ReadCalibrationBatchesNamesWhatIsWrong) {
+  const auto dir = std::filesystem::temp_directory_path() / ("qdqbert_calib_batches_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string p = (dir / "calib.safetensors").string();
+  const at::Tensor ids = torch::ones({2, 5}, torch::kLong);
+  io::save_safetensors(p, std::map<std::string, at::Tensor>{{"batch0_input_ids", ids}, {"batch1_input_ids", ids},
+                                                            {"batch1_attention_mask", ids}, {"batch3_input_ids", ids}});
+  auto batches = workflow::read_calibration_batches(p);
+  ASSERT_EQ(batches.size(), 2u);  // batch3 is after a gap: reading stops at the first missing index
+  EXPECT_TRUE(batches[1].attention_mask.defined());
+  EXPECT_FALSE(batches[0].attention_mask.defined());
+  io::save_safetensors(p, std::map<std::string, at::Tensor>{{"batch0_bogus", ids}});
+  const std::string e = qt::error_message([&] { workflow::read_calibration_batches(p); });
+  EXPECT_NE(e.find("batch0_bogus"), std::string::npos) << e;
+  EXPECT_NE(e.find(p), std::string::npos) << e;
+  io::save_safetensors(p, std::map<std::string, at::Tensor>{{"input_ids", ids}});
+  EXPECT_NE(qt::error_message([&] { workflow::read_calibration_batches(p); }).find("no batch0_"), std::string::npos);
+  std::filesystem::remove_all(dir);
 }

@@ -165,7 +165,7 @@ void TensorQuantizerImpl::set_axis(std::optional<std::vector<int64_t>> axis) {
   axis_ = std::move(axis);
   std::vector<int64_t> cal_axis = axis_ ? *axis_ : std::vector<int64_t>{};
   if (calibrator_) {
-    if (calibrator_->name() == "HistogramCalibrator") {
+    if (calibrator_->kind() == calib::CalibratorKind::kHistogram) {
       TORCH_CHECK_VALUE(cal_axis.empty(), "TensorQuantizer::set_axis: a histogram calibrator is per tensor only");
       auto* h = static_cast<calib::HistogramCalibrator*>(calibrator_.get());
       calibrator_ = std::make_unique<calib::HistogramCalibrator>(num_bits_, cal_axis, unsigned_, h->num_bins(),

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "qdqbert/error.h"
+#include "qdqbert/io/file.h"
 #include "squad/text.h"
 
 namespace qdqbert::squad {
@@ -118,11 +119,7 @@ Dataset parse_squad(const std::string& json_text, const std::string& source, con
 }
 
 Dataset read_squad(const std::string& path, const ReadOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("squad: cannot open ", path);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return parse_squad(buf.str(), path, options);
+  return parse_squad(io::read_file(path, "squad"), path, options);
 }
 
 }  // namespace qdqbert::squad

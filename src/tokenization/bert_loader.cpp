@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "qdqbert/io/file.h"
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 
@@ -14,12 +15,7 @@ using nlohmann::json;
 namespace {
 
 std::string read_text(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("BertTokenizer: cannot open ", what, " '", path, "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("BertTokenizer: cannot read ", what, " '", path, "'");
-  return ss.str();
+  return io::read_file(path, std::string("BertTokenizer ") + what);
 }
 
 json parse_json(const std::string& text, const std::string& origin) {

@@ -14,6 +14,7 @@
 
 #include "sentencepiece/qdqbert_spm_plugin.h"  // plugins/ (the plugin's C interface)
 #include "qdqbert/error.h"
+#include "qdqbert/io/file.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "tokenization/unicode.h"
 #if __has_include("qdqbert/spm_plugin_paths.h")
@@ -121,13 +122,6 @@ const PluginApi& plugin(const std::string& explicit_path) {
   }
   fail("SentencePieceTokenizer: cannot load the sentencepiece plugin ", kPluginName,
        " (set QDQBERT_SPM_PLUGIN to its path); tried:", tried);
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -271,7 +265,7 @@ SentencePieceTokenizer SentencePieceTokenizer::from_pretrained(const std::string
   if (fs::exists(cfg, ec)) {
     nlohmann::json c;
     try {
-      c = nlohmann::json::parse(read_file(cfg));
+      c = nlohmann::json::parse(io::read_file(cfg.string(), "SentencePieceTokenizer tokenizer_config.json"));
     } catch (const nlohmann::json::exception& e) {
       fail("SentencePieceTokenizer: malformed JSON in '", cfg.string(), "': ", e.what());
     }

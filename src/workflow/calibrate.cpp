@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "qdqbert/io/safetensors.h"
+
 namespace qdqbert::workflow {
 
 namespace {
@@ -43,7 +45,7 @@ CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions&
   for (auto& [name, q] : quantizers) {
     if (!selected(name, q, o) || !q->is_calib_enabled()) continue;
     if (q->calibrator()->has_data()) {
-      const bool histogram = q->calibrator()->name() == "HistogramCalibrator";
+      const bool histogram = q->calibrator()->kind() == calib::CalibratorKind::kHistogram;
       if (histogram) {
         TORCH_CHECK_VALUE(o.method != "max", "calibration: quantizer '", name,
                           "' has a HistogramCalibrator; use percentile, mse or entropy (or build it with "
@@ -73,6 +75,26 @@ CalibrationReport calibrate(TaskModel& model, const std::vector<ModelInputs>& ba
   CalibrationReport r = finish_calibration(model, o);
   m.train(was_training);
   return r;
+}
+
+std::vector<ModelInputs> read_calibration_batches(const std::string& path) {
+  auto data = io::load_safetensors(path);
+  std::vector<ModelInputs> batches;
+  for (int k = 0;; ++k) {
+    const std::string p = "batch" + std::to_string(k) + "_";
+    ModelInputs in;
+    bool any = false;
+    for (const auto& [name, t] : data) {
+      if (name.rfind(p, 0) != 0) continue;
+      TORCH_CHECK_VALUE(in.set(name.substr(p.size()), t), "calibration data '", path, "': unknown tensor '", name,
+                        "' (expected batch<k>_<forward argument>)");
+      any = true;
+    }
+    if (!any) break;
+    batches.push_back(in);
+  }
+  TORCH_CHECK_VALUE(!batches.empty(), "calibration data '", path, "' holds no batch0_* tensors");
+  return batches;
 }
 
 }  // namespace qdqbert::workflow

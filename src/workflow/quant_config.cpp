@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "qdqbert/error.h"
+#include "qdqbert/io/file.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
@@ -74,11 +75,7 @@ QuantConfig QuantConfig::from_json_string(const std::string& text, const std::st
 }
 
 QuantConfig QuantConfig::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  QDQBERT_CHECK(in.good(), "quant config: cannot open '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json_string(ss.str(), path);
+  return from_json_string(io::read_file(path, "quant config"), path);
 }
 
 std::string QuantConfig::to_json_string() const {

@@ -42,28 +42,13 @@ void run(const CalibArgs& a) {
   qc.apply(*model);
   if (a.method != "max") {
     for (auto& [n, q] : named_quantizers(model->module())) {
-      if (q->calibrator() && q->calibrator()->name() == "HistogramCalibrator") {
+      if (q->calibrator() && q->calibrator()->kind() == calib::CalibratorKind::kHistogram) {
         q->set_calibrator(std::make_unique<calib::HistogramCalibrator>(q->num_bits(), std::vector<int64_t>{},
                                                                        q->is_unsigned(), a.num_bins));
       }
     }
   }
-  auto data = io::load_safetensors(a.calib_data);
-  std::vector<ModelInputs> batches;
-  for (int k = 0;; ++k) {
-    const std::string p = "batch" + std::to_string(k) + "_";
-    ModelInputs in;
-    bool any = false;
-    for (const auto& [name, t] : data) {
-      if (name.rfind(p, 0) != 0) continue;
-      TORCH_CHECK_VALUE(in.set(name.substr(p.size()), t), "calib data '", a.calib_data, "': unknown tensor '", name,
-                        "'");
-      any = true;
-    }
-    if (!any) break;
-    batches.push_back(in);
-  }
-  TORCH_CHECK_VALUE(!batches.empty(), "calib data '", a.calib_data, "' holds no batch0_* tensors");
+  const std::vector<ModelInputs> batches = workflow::read_calibration_batches(a.calib_data);
   workflow::CalibrationOptions co;
   co.method = a.method;
   co.amax_options.percentile = a.percentile;

@@ -21,6 +21,9 @@ struct ComputeAmaxOptions {
   int64_t stride = 1;         ///< for "mse" and "entropy"
 };
 
+/// What a calibrator is, for code that treats the two kinds differently (never compare name() strings).
+enum class CalibratorKind { kMax, kHistogram };
+
 /// Base class (mirrors `_Calibrator`). `axis` holds the dims that keep their own amax; empty = per tensor.
 class Calibrator {
  public:
@@ -39,6 +42,7 @@ class Calibrator {
   virtual at::Tensor compute_amax(const std::string& method = "", const ComputeAmaxOptions& options = {}) = 0;
   /// Class name as Python prints it ("MaxCalibrator", "HistogramCalibrator").
   virtual std::string name() const = 0;
+  virtual CalibratorKind kind() const = 0;
   /// A deep copy (used by Module::clone()).
   virtual std::unique_ptr<Calibrator> clone() const = 0;
 
@@ -68,6 +72,7 @@ class MaxCalibrator : public Calibrator {
   bool has_data() const override { return calib_amax_.defined(); }
   at::Tensor compute_amax(const std::string& method = "", const ComputeAmaxOptions& options = {}) override;
   std::string name() const override { return "MaxCalibrator"; }
+  CalibratorKind kind() const override { return CalibratorKind::kMax; }
   std::unique_ptr<Calibrator> clone() const override;
 
   /// Per-batch amax values when constructed with track_amax (Python: `_amaxs`). As in the reference,
@@ -94,6 +99,7 @@ class HistogramCalibrator : public Calibrator {
   /// method: "percentile", "mse" or "entropy". Returns a float32 0-d tensor.
   at::Tensor compute_amax(const std::string& method, const ComputeAmaxOptions& options = {}) override;
   std::string name() const override { return "HistogramCalibrator"; }
+  CalibratorKind kind() const override { return CalibratorKind::kHistogram; }
   std::unique_ptr<Calibrator> clone() const override;
 
   /// Bin counts (Python: `_calib_hist`).

@@ -39,4 +39,9 @@ CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions&
 CalibrationReport calibrate(TaskModel& model, const std::vector<ModelInputs>& batches,
                             const CalibrationOptions& options = {});
 
+/// Reads a calibration file: safetensors with `batch<k>_<forward argument>` tensors (k = 0, 1, ... in
+/// order, as `qdqbert-cli calibrate --calib-data` and the reference fixtures' calib.safetensors hold
+/// them). Error naming the file for an unknown argument name or when there is no `batch0_*` tensor.
+std::vector<ModelInputs> read_calibration_batches(const std::string& path);
+
 }  // namespace qdqbert::workflow
