@@ -65,7 +65,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -75,6 +74,7 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/io/file.h"
 #include "qdqbert/onnx/export.h"
 #include "qdqbert/squad/dataset.h"
 #include "qdqbert/squad/features.h"
@@ -190,17 +190,11 @@ uint64_t step_seed(int64_t seed, int64_t step) {
 }
 
 /// FNV-1a 64 of a file's bytes, as 16 hex digits.
-std::string file_hash(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  QDQBERT_CHECK(in.good(), "cannot open ", path);
+std::string file_hash(const std::string& path, const std::string& what) {
   uint64_t h = 0xcbf29ce484222325ULL;
-  char buf[1 << 16];
-  while (in) {
-    in.read(buf, sizeof(buf));
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 0x100000001b3ULL;
-    }
+  for (const char c : io::read_file(path, what)) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
   }
   char out[17];
   std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(h));
@@ -251,9 +245,9 @@ Fingerprint make_fingerprint(const Args& a, const Schedule& s) {
       {"num_attention_heads", "--model (config.json)", c.num_attention_heads},
       {"intermediate_size", "--model (config.json)", c.intermediate_size},
       {"vocab_size", "--model (config.json)", c.vocab_size},
-      {"vocab_txt_hash", "--model (vocab.txt)", file_hash(a.model + "/vocab.txt")},
+      {"vocab_txt_hash", "--model (vocab.txt)", file_hash(a.model + "/vocab.txt", "--model vocab.txt")},
       {"train_file", "--train-file", fs::absolute(a.train_file).lexically_normal().string()},
-      {"train_file_hash", "--train-file", file_hash(a.train_file)},
+      {"train_file_hash", "--train-file", file_hash(a.train_file, "--train-file")},
       {"max_train_samples", "--max-train-samples", a.max_train_samples},
       {"num_train_features", "--train-file/--max-seq-length/--doc-stride", s.num_features},
       {"max_seq_length", "--max-seq-length", a.max_seq_length},
@@ -294,10 +288,9 @@ struct Resume {
 };
 
 ojson read_json_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  QDQBERT_CHECK(in.good(), what, ": cannot open ", path);
+  const std::string text = io::read_file(path, what);
   try {
-    return ojson::parse(in);
+    return ojson::parse(text);
   } catch (const std::exception& e) {
     fail(what, ": ", path, " is not valid JSON: ", e.what());
   }

@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
+#include "qdqbert/io/file.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/runtime.h"
 
@@ -24,11 +24,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bool bin) {
-  std::ifstream in(index_path);
-  TORCH_CHECK(in.good(), "checkpoint: cannot open '", index_path, "'");
+  const std::string text = read_file(index_path, "checkpoint");
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, "checkpoint: '", index_path, "' is not valid JSON: ", e.what());
   }

@@ -364,8 +364,7 @@ std::vector<std::string> fuse_qkv(TaskModel& model) {
 std::vector<std::string> clip_gelu(TaskModel& model, double maxval) {
   std::vector<std::string> log;
   for (auto& [name, q] : named_quantizers(model.module())) {
-    const std::string suffix = "output.dense._input_quantizer";
-    if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (!ends_with(name, "output.dense._input_quantizer")) continue;
     if (name.find("attention.output.dense") != std::string::npos) continue;
     if (!q->has_amax()) continue;
     const float before = q->amax().max().item<float>();
