@@ -350,11 +350,7 @@ Resume check_resume(const Args& a, const Fingerprint& fp, const Schedule& s) {
 /// save_pretrained + the tokenizer files of --model.
 void save_model_dir(TaskModel& model, const std::string& model_dir, const std::string& dir) {
   io::save_pretrained(model, dir);
-  fs::copy_file(model_dir + "/vocab.txt", dir + "/vocab.txt", fs::copy_options::overwrite_existing);
-  if (fs::exists(model_dir + "/tokenizer_config.json")) {
-    fs::copy_file(model_dir + "/tokenizer_config.json", dir + "/tokenizer_config.json",
-                  fs::copy_options::overwrite_existing);
-  }
+  io::copy_tokenizer_files(model_dir, dir);
 }
 
 /// Writes OUTPUT_DIR/checkpoint-<step> through a temporary folder renamed into place.

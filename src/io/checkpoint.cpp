@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/file.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/runtime.h"
@@ -262,6 +263,18 @@ void save_pretrained(TaskModel& model, const std::string& dir) {
   }
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   config.to_json_file((fs::path(dir) / "config.json").string());
+}
+
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+  int copied = 0;
+  for (const char* f : {"vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
+                        "sentencepiece.bpe.model"}) {
+    const fs::path src = fs::path(from_dir) / f;
+    if (!fs::exists(src)) continue;
+    write_file_atomic((fs::path(to_dir) / f).string(), read_file(src.string(), "tokenizer file"));
+    ++copied;
+  }
+  TORCH_CHECK_VALUE(copied > 0, "'", from_dir, "' has no tokenizer files (vocab.txt, tokenizer.json, ...)");
 }
 
 }  // namespace qdqbert::io

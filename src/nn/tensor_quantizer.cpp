@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -226,6 +227,37 @@ void TensorQuantizerImpl::init_learn_amax() {
   at::Tensor init = amax_.numel() != 1 ? amax_.max() : amax_.reshape({});
   clip->clip_value_min.copy_(-init);
   clip->clip_value_max.copy_(init);
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::start_learning_amax() {
+  TORCH_CHECK_VALUE(!learn_amax_, "TensorQuantizer: already learning its amax");
+  TORCH_CHECK_VALUE(amax_.defined(), "TensorQuantizer: learning amax needs a calibrated (stored) amax to start from");
+  TORCH_CHECK_VALUE(amax_.numel() == 1 && !axis_,
+                    "TensorQuantizer: learning amax needs a per-tensor amax (the clip bounds are scalars), got shape ",
+                    amax_.sizes());
+  const double a = amax_.item<double>();
+  TORCH_CHECK_VALUE(std::isfinite(a) && a > 0, "TensorQuantizer: learning amax needs a positive finite amax, got ", a);
+  learn_amax_ = true;
+  clip = register_module("clip", Clip(-a, a));
+  if (amax_.device() != clip->clip_value_min.device()) clip->to(amax_.device());
+  enable_clip();
+  ++state_version_;
+}
+
+void TensorQuantizerImpl::freeze_learned_amax() {
+  TORCH_CHECK_VALUE(learn_amax_ && clip, "TensorQuantizer: freeze_learned_amax on a quantizer that does not learn "
+                                         "its amax");
+  at::Tensor a;
+  {
+    at::NoGradGuard no_grad;
+    a = at::max(-clip->clip_value_min, clip->clip_value_max).detach().clone();
+  }
+  disable_clip();
+  unregister_module("clip");
+  clip = nullptr;
+  learn_amax_ = false;
+  set_amax(amax_.defined() ? a.reshape(amax_.sizes()).to(amax_.device()) : a, /*allow_shape_change=*/true);
   ++state_version_;
 }
 

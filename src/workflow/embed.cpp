@@ -49,33 +49,46 @@ at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
   return torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
 }
 
-Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
-                 const EmbedOptions& o) {
-  TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
-  TORCH_CHECK_VALUE(o.batch_size > 0 && o.max_length > 2, "embed: batch_size must be > 0 and max_length > 2");
-  torch::NoGradGuard no_grad;
+std::vector<ModelInputs> encode_batches(const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
+                                        int64_t max_length, int64_t batch_size) {
+  TORCH_CHECK_VALUE(batch_size > 0 && max_length > 2, "encode: batch_size must be > 0 and max_length > 2, got ",
+                    batch_size, " and ", max_length);
   tokenization::EncodeOptions eo;
   eo.truncation = tokenization::Truncation::LongestFirst;
-  eo.max_length = o.max_length;
+  eo.max_length = max_length;
   eo.padding = tokenization::Padding::Longest;
-  const int64_t n = static_cast<int64_t>(lines.size());
-  std::vector<at::Tensor> ids, masks, hidden, emb;
-  int64_t longest = 0;
-  for (int64_t s = 0; s < n; s += o.batch_size) {
-    const int64_t e = std::min(n, s + o.batch_size);
-    std::vector<std::string> chunk(lines.begin() + s, lines.begin() + e);
+  std::vector<ModelInputs> batches;
+  for (size_t s = 0; s < lines.size(); s += static_cast<size_t>(batch_size)) {
+    const std::vector<std::string> chunk(lines.begin() + static_cast<std::ptrdiff_t>(s),
+                                         lines.begin() + static_cast<std::ptrdiff_t>(
+                                                             std::min(lines.size(), s + static_cast<size_t>(batch_size))));
     auto t = tokenization::to_tensors(tok.encode_batch(chunk, {}, eo));
     ModelInputs in;
     in.input_ids = t.input_ids;
     in.attention_mask = t.attention_mask;
     in.token_type_ids = t.token_type_ids;
+    batches.push_back(std::move(in));
+  }
+  return batches;
+}
+
+Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batches, int64_t pad_token_id,
+                         const std::function<void(int64_t, int64_t)>& progress) {
+  TORCH_CHECK_VALUE(!batches.empty(), "embed: no lines");
+  torch::NoGradGuard no_grad;
+  int64_t n = 0, done = 0, longest = 0;
+  for (const auto& b : batches) n += b.input_ids.size(0);
+  std::vector<at::Tensor> ids, masks, hidden, emb;
+  for (const auto& in : batches) {
     ModelOutput out = model.run(in);
-    ids.push_back(t.input_ids);
-    masks.push_back(t.attention_mask);
+    TORCH_CHECK_VALUE(out.last_hidden_state.defined(), "embed: ", model.class_name(), " gives no last_hidden_state");
+    ids.push_back(in.input_ids);
+    masks.push_back(in.attention_mask);
     hidden.push_back(out.last_hidden_state);
-    emb.push_back(mean_pool_normalize(out.last_hidden_state, t.attention_mask));
-    longest = std::max(longest, t.input_ids.size(1));
-    if (o.progress) o.progress(e, n);
+    emb.push_back(mean_pool_normalize(out.last_hidden_state, in.attention_mask));
+    longest = std::max(longest, in.input_ids.size(1));
+    done += in.input_ids.size(0);
+    if (progress) progress(done, n);
   }
   namespace F = torch::nn::functional;
   auto pad_to = [&](std::vector<at::Tensor>& v, int64_t value) {
@@ -88,11 +101,17 @@ Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tok, const
     return torch::cat(v, 0);
   };
   Embeddings r;
-  r.input_ids = pad_to(ids, tok.pad_token_id());
+  r.input_ids = pad_to(ids, pad_token_id);
   r.attention_mask = pad_to(masks, 0);
   r.last_hidden_state = pad_to(hidden, 0);
   r.sentence_embedding = torch::cat(emb, 0);
   return r;
+}
+
+Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
+                 const EmbedOptions& o) {
+  TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
+  return embed_batches(model, encode_batches(tok, lines, o.max_length, o.batch_size), tok.pad_token_id(), o.progress);
 }
 
 }  // namespace qdqbert::workflow

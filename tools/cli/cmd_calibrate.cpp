@@ -1,27 +1,42 @@
 // qdqbert-cli calibrate: post-training calibration of a checkpoint with batches from a file.
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "cli.h"
+#include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/tokenization/bert_tokenizer.h"
 #include "qdqbert/workflow/calibrate.h"
+#include "qdqbert/workflow/embed.h"
 #include "qdqbert/workflow/quant_config.h"
 
 namespace qdqbert::cli {
 namespace {
 
 struct CalibArgs {
-  std::string model, task, calib_data, method = "max", quant_config, output;
+  std::string model, task, calib_data, calib_text, method = "max", quant_config, output;
   double percentile = 99.99;
-  int64_t num_bins = 2048, start_bin = 128, stride = 1;
+  int64_t num_bins = 2048, start_bin = 128, stride = 1, calib_lines = 512, batch_size = 32, max_length = 128;
   int threads = 0;
   bool strict = false;
 };
 
+// --calib-data batches, or --calib-text lines tokenized with the checkpoint's own tokenizer.
+std::vector<ModelInputs> calibration_batches(const CalibArgs& a) {
+  QDQBERT_CHECK(a.calib_data.empty() != a.calib_text.empty(), "give exactly one of --calib-data and --calib-text");
+  if (!a.calib_data.empty()) return workflow::read_calibration_batches(a.calib_data);
+  auto lines = workflow::read_text_lines(a.calib_text);
+  if (static_cast<int64_t>(lines.size()) > a.calib_lines) lines.resize(static_cast<size_t>(a.calib_lines));
+  return workflow::encode_batches(tokenization::BertTokenizer::from_pretrained(a.model), lines, a.max_length,
+                                  a.batch_size);
+}
+
 void run(const CalibArgs& a) {
   set_threads(a.threads);
+  const std::vector<ModelInputs> batches = calibration_batches(a);
   io::PretrainedOptions options;
   options.task = a.task;
   options.strict = a.strict;
@@ -48,7 +63,6 @@ void run(const CalibArgs& a) {
       }
     }
   }
-  const std::vector<ModelInputs> batches = workflow::read_calibration_batches(a.calib_data);
   workflow::CalibrationOptions co;
   co.method = a.method;
   co.amax_options.percentile = a.percentile;
@@ -57,6 +71,9 @@ void run(const CalibArgs& a) {
   co.filter = [&](const std::string&) { return true; };
   auto report = workflow::calibrate(*model, batches, co);
   io::save_pretrained(*model, a.output);
+  if (std::filesystem::exists(a.model + "/vocab.txt") || std::filesystem::exists(a.model + "/tokenizer.json")) {
+    io::copy_tokenizer_files(a.model, a.output);  // the output is a checkpoint embed / qat / infer can read
+  }
   std::printf("calibrated %zu quantizers with %s over %zu batches; saved to %s\n", report.calibrated.size(),
               a.method.c_str(), batches.size(), a.output.c_str());
 }
@@ -66,8 +83,14 @@ Register reg({"calibrate", "Calibrate quantizers (max, percentile, mse, entropy)
                 auto a = std::make_shared<CalibArgs>();
                 app.add_option("--model", a->model, "checkpoint folder")->required();
                 app.add_option("--task", a->task, "model task (default: from config.json)");
-                app.add_option("--calib-data", a->calib_data, "safetensors with batch<k>_<argument> tensors")
-                    ->required();
+                auto* data = app.add_option("--calib-data", a->calib_data, "safetensors with batch<k>_<argument> tensors");
+                app.add_option("--calib-text", a->calib_text,
+                               "UTF-8 text, one input per line, tokenized with the checkpoint's tokenizer")
+                    ->excludes(data);
+                app.add_option("--calib-lines", a->calib_lines, "--calib-text lines to use")->check(CLI::PositiveNumber);
+                app.add_option("--batch-size", a->batch_size, "--calib-text lines per batch")->check(CLI::Range(1, 4096));
+                app.add_option("--max-length", a->max_length, "--calib-text: truncate to this many tokens")
+                    ->check(CLI::Range(3, 512));
                 app.add_option("--method", a->method, "max, percentile, mse or entropy")
                     ->check(CLI::IsMember({"max", "percentile", "mse", "entropy"}));
                 app.add_option("--percentile", a->percentile, "percentile for --method percentile")

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/onnx/export.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "qdqbert/workflow/embed.h"
 
@@ -14,7 +15,7 @@ namespace qdqbert::cli {
 namespace {
 
 struct EmbedArgs {
-  bool strict = false;
+  bool strict = false, export_mode = false;
   std::string model, text_file, output, quant_config;
   int64_t max_length = 128, batch_size = 32;
   int threads = 0;
@@ -25,6 +26,7 @@ void run(const EmbedArgs& a) {
   auto lines = workflow::read_text_lines(a.text_file);
   auto tok = tokenization::BertTokenizer::from_pretrained(a.model);
   auto model = load_model(a.model, "base", a.quant_config, a.strict);
+  if (a.export_mode) onnx::set_export_mode(*model, true);
   workflow::EmbedOptions o;
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
@@ -58,6 +60,8 @@ Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for eac
                 app.add_option("--output", a->output, "safetensors to write")->required();
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
                 add_strict_flag(app, a->strict);
+                app.add_flag("--export-mode", a->export_mode,
+                             "fake quant as the exported ONNX graph computes it (full range [-128, 127])");
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")
                     ->check(CLI::Range(3, 100000));
                 app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(CLI::PositiveNumber);

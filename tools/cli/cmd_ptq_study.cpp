@@ -19,6 +19,7 @@ struct StudyArgs {
 };
 
 void run(const StudyArgs& a) {
+  set_threads(a.threads);
   workflow::PtqStudyOptions o;
   o.model_dir = a.model;
   o.calib_lines = workflow::read_text_lines(a.calib_text);
@@ -29,7 +30,6 @@ void run(const StudyArgs& a) {
   o.target_cosine = a.target;
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
-  o.threads = a.threads;
   o.progress = [](const std::string& line) { std::cerr << "ptq-study " << line << std::endl; };
   std::cout << workflow::run_ptq_study(o);
 }

@@ -79,4 +79,8 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
 /// use) and `dir`/model.safetensors, each atomically. Creates `dir` if needed.
 void save_pretrained(TaskModel& model, const std::string& dir);
 
+/// Copies the tokenizer files a checkpoint folder has (vocab.txt, tokenizer.json, tokenizer_config.json,
+/// special_tokens_map.json, SentencePiece models) into `to_dir`, each atomically. Error when it has none.
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
+
 }  // namespace qdqbert::io

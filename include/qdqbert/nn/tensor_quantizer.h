@@ -95,6 +95,13 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
                        bool strict = true, const std::string& name = "");
   /// Copies the stored amax into the clip bounds (Python `init_learn_amax`).
   void init_learn_amax();
+  /// Starts learning the range of a calibrated quantizer (QAT `--learn-amax`): the stored per-tensor amax
+  /// becomes the start of trainable clip bounds ±amax, as a learn_amax descriptor followed by
+  /// `init_learn_amax` would give. Errors: no stored amax, a per-channel amax, already learning.
+  void start_learning_amax();
+  /// Ends it: `_amax` = max(-clip_value_min, clip_value_max) and the clip module is removed, so the quantizer
+  /// saves, loads and exports like a calibrated one with that amax. Error when not learning its amax.
+  void freeze_learned_amax();
 
   // Properties.
   int64_t num_bits() const { return num_bits_; }

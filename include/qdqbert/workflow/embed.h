@@ -31,8 +31,17 @@ struct Embeddings {
   at::Tensor sentence_embedding;         ///< [N, H]
 };
 
-/// Tokenizes `lines` (truncation to max_length), runs `model` (a QDQBertModel or any TaskModel whose
-/// output has last_hidden_state) in batches, and pools.
+/// The encode step: `lines` tokenized in order into batches of `batch_size` (truncation to `max_length`,
+/// each batch padded to its longest line), as embed, calibration and distillation feed the model.
+std::vector<ModelInputs> encode_batches(const tokenization::BertTokenizer& tokenizer,
+                                        const std::vector<std::string>& lines, int64_t max_length, int64_t batch_size);
+
+/// Runs `model` (a QDQBertModel or any TaskModel whose output has last_hidden_state) on each batch without
+/// gradients and pools; the rows are padded with `pad_token_id` / zeros to the longest batch.
+Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batches, int64_t pad_token_id,
+                         const std::function<void(int64_t, int64_t)>& progress = {});
+
+/// encode_batches + embed_batches.
 Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tokenizer, const std::vector<std::string>& lines,
                  const EmbedOptions& options = {});
 
