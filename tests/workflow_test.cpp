@@ -14,6 +14,7 @@
 #include "model_util.h"
 #include "qdqbert/workflow/quant_config.h"
 #include "qdqbert/workflow/quant_trainer.h"
+#include "qdqbert/strings.h"
 
 namespace qt = qdqbert::testing;
 using namespace qdqbert;
@@ -33,9 +34,6 @@ ModelInputs batch(int64_t b = 4, int64_t l = 16) {
   in.input_ids = torch::randint(2, 103, {b, l}, torch::kLong);
   in.attention_mask = torch::ones({b, l}, torch::kLong);
   return in;
-}
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;

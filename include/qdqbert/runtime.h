@@ -21,7 +21,8 @@ std::string blas_threading();
 std::string blas_threading_advice();
 
 /// Issues blas_threading_advice() once per process as a warning (TORCH_WARN) when it is not empty.
-/// from_pretrained and qdqbert-cli call it; set QDQBERT_NO_BLAS_WARNING=1 to silence it.
+/// The apps (qdqbert-cli, squad_qa) call it once the thread count is set; a C++ application should do the
+/// same at startup (the library's loaders do not warn). Set QDQBERT_NO_BLAS_WARNING=1 to silence it.
 void warn_blas_threading_once();
 
 }  // namespace qdqbert

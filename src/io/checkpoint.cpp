@@ -12,17 +12,13 @@
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/file.h"
 #include "qdqbert/io/safetensors.h"
-#include "qdqbert/runtime.h"
+#include "qdqbert/strings.h"
 
 namespace qdqbert::io {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bool bin) {
   const std::string text = read_file(index_path, "checkpoint");
@@ -221,7 +217,6 @@ std::string LoadReport::summary(const std::string& class_name, const std::string
 
 std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const PretrainedOptions& options,
                                            LoadReport* report) {
-  warn_blas_threading_once();
   const fs::path d(dir);
   TORCH_CHECK(fs::is_directory(d), "from_pretrained: '", dir, "' is not a directory");
   TORCH_CHECK(fs::exists(d / "config.json"), "from_pretrained: '", dir, "' has no config.json");

@@ -121,7 +121,13 @@ std::vector<double> ticks_for(const Scale& s) {
   std::vector<double> t;
   const int a = static_cast<int>(std::floor(std::log10(s.lo) + 1e-9)), b = static_cast<int>(std::ceil(std::log10(s.hi) - 1e-9));
   const int step = std::max(1, (b - a + 5) / 6);
-  for (int k = a; k <= b; k += step) t.push_back(std::pow(10.0, k));
+  for (int k = a; k <= b; k += step) {
+    // Over one or two decades, 2x and 5x ticks too, so the axis has values to read.
+    for (double m : b - a <= 2 ? std::vector<double>{1, 2, 5} : std::vector<double>{1}) {
+      const double v = m * std::pow(10.0, k);
+      if (v >= s.lo * (1 - 1e-9) && v <= s.hi * (1 + 1e-9)) t.push_back(v);
+    }
+  }
   return t;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qdqbert/error.h"
+#include "qdqbert/tokenization/template.h"
 #include "squad/text.h"
 
 namespace qdqbert::squad {
@@ -14,13 +15,10 @@ std::vector<std::pair<int64_t, int64_t>> context_windows(int64_t num_tokens, int
   if (num_tokens <= window) return {{0, num_tokens}};
   QDQBERT_CHECK(stride >= 0 && stride < window, "squad: doc_stride ", stride,
                 " must be smaller than the context budget per window (", window, " tokens)");
-  // The Rust tokenizers' overflow: windows of `window` tokens advancing by `window - stride`, until
-  // one reaches the last token.
   std::vector<std::pair<int64_t, int64_t>> out;
-  for (int64_t begin = 0;; begin += window - stride) {
-    const int64_t end = std::min(begin + window, num_tokens);
-    out.emplace_back(begin, end);
-    if (end == num_tokens) break;
+  for (const auto& [begin, end] : tokenization::overflow_windows(static_cast<size_t>(num_tokens),
+                                                                 static_cast<size_t>(window), static_cast<size_t>(stride))) {
+    out.emplace_back(static_cast<int64_t>(begin), static_cast<int64_t>(end));
   }
   return out;
 }

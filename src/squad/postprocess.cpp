@@ -210,7 +210,7 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read
 void write_text_file(const std::string& path, const std::string& text) {
   io::AtomicFile f(path);
   f.write(text);
-  f.write("\n");
+  if (text.empty() || text.back() != '\n') f.write("\n");
   f.commit();
 }
 

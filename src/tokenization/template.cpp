@@ -97,8 +97,9 @@ Encoding build(const Template& tmpl, const Span& a, const Span* b, bool add_spec
   return e;
 }
 
-// Windows [start, stop) of a sequence of length n cut to `max_len` tokens (tokenizers' Encoding::truncate).
-std::vector<std::pair<size_t, size_t>> windows(size_t n, size_t max_len, size_t stride) {
+}  // namespace
+
+std::vector<std::pair<size_t, size_t>> overflow_windows(size_t n, size_t max_len, size_t stride) {
   if (max_len >= n) return {{0, n}};
   // The Rust tokenizer would move the whole sequence into one over-long overflow window here.
   if (max_len == 0)
@@ -119,8 +120,6 @@ std::vector<std::pair<size_t, size_t>> windows(size_t n, size_t max_len, size_t 
   }
   return out;
 }
-
-}  // namespace
 
 Encoding encode_sequences(const TokenizedText& a, const TokenizedText* b, const EncodeOptions& options,
                           const Template& tmpl, std::optional<int64_t> model_max_length) {
@@ -215,8 +214,8 @@ std::vector<Encoding> encode_windows(const TokenizedText& a, const TokenizedText
           s2 = s1 + budget % 2;
         }
         if (n1 > n2) std::swap(s1, s2);
-        wa = windows(n1, s1, stride);
-        wb = windows(n2, s2, stride);
+        wa = overflow_windows(n1, s1, stride);
+        wb = overflow_windows(n2, s2, stride);
       } else {
         if (strategy == Truncation::OnlySecond && !pair) {
           fail(
@@ -231,7 +230,7 @@ std::vector<Encoding> encode_windows(const TokenizedText& a, const TokenizedText
                remove, " tokens must be removed from the ", first ? "first" : "second", " sequence of ", n,
                " tokens, max_length=", *max_length, ")");
         }
-        (first ? wa : wb) = windows(n, n - remove, stride);
+        (first ? wa : wb) = overflow_windows(n, n - remove, stride);
       }
     }
   }

@@ -3,24 +3,36 @@
 #include <torch/torch.h>
 
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/nn/quantizer_select.h"
 
 namespace qdqbert::workflow {
 
 namespace {
-bool selected(const std::string& name, const nn::TensorQuantizer& q, const CalibrationOptions& o) {
-  if (!q->calibrator()) return false;
-  const bool is_weight = name.size() >= 17 && name.compare(name.size() - 17, 17, "_weight_quantizer") == 0;
-  const bool is_input = name.size() >= 16 && name.compare(name.size() - 16, 16, "_input_quantizer") == 0;
-  if (!is_weight && !is_input) return false;
-  if (is_weight && !o.calibrate_weights) return false;
-  return !o.filter || o.filter(name);
+// Weights (unless calibrate_weights is off) and the inputs of linears, matmuls and residual adds; a
+// quantizer of role "other" is never calibrated.
+bool selected(const nn::QuantizerInfo& info, const CalibrationOptions& o) {
+  if (!info.quantizer->calibrator()) return false;
+  switch (info.role) {
+    case nn::QuantizerRole::kLinearWeight:
+      if (!o.calibrate_weights) return false;
+      break;
+    case nn::QuantizerRole::kLinearInput:
+    case nn::QuantizerRole::kMatmulInput:
+    case nn::QuantizerRole::kResidualAddInput:
+      break;
+    case nn::QuantizerRole::kOther:
+      return false;
+  }
+  return !o.filter || o.filter(info.name);
 }
 }  // namespace
 
 std::vector<std::string> enable_calibration(TaskModel& model, const CalibrationOptions& o) {
   std::vector<std::string> names;
-  for (auto& [name, q] : named_quantizers(model.module())) {
-    if (!selected(name, q, o)) continue;
+  for (auto& info : nn::list_quantizers(model.module())) {
+    if (!selected(info, o)) continue;
+    const auto& name = info.name;
+    auto& q = info.quantizer;
     q->calibrator()->reset();
     q->enable_calib();
     q->disable_quant();
@@ -31,10 +43,10 @@ std::vector<std::string> enable_calibration(TaskModel& model, const CalibrationO
 
 CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions& o) {
   CalibrationReport report;
-  auto quantizers = named_quantizers(model.module());
-  for (auto& [name, q] : quantizers) {
-    if (!selected(name, q, o) || !q->is_calib_enabled()) continue;
-    if (!q->calibrator()->has_data()) report.no_data.push_back(name);
+  auto quantizers = nn::list_quantizers(model.module());
+  for (auto& info : quantizers) {
+    if (!selected(info, o) || !info.quantizer->is_calib_enabled()) continue;
+    if (!info.quantizer->calibrator()->has_data()) report.no_data.push_back(info.name);
   }
   if (o.strict && !report.no_data.empty()) {
     std::string all;
@@ -42,8 +54,10 @@ CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions&
     TORCH_CHECK(false, "calibration: ", report.no_data.size(), " quantizer(s) saw no data (not reached by the ",
                 "calibration batches?):", all);
   }
-  for (auto& [name, q] : quantizers) {
-    if (!selected(name, q, o) || !q->is_calib_enabled()) continue;
+  for (auto& info : quantizers) {
+    const auto& name = info.name;
+    auto& q = info.quantizer;
+    if (!selected(info, o) || !q->is_calib_enabled()) continue;
     if (q->calibrator()->has_data()) {
       const bool histogram = q->calibrator()->kind() == calib::CalibratorKind::kHistogram;
       if (histogram) {

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "qdqbert/error.h"
+#include "qdqbert/nn/quantizer_select.h"
 #include "qdqbert/workflow/quant_trainer.h"
 
 namespace qdqbert::workflow {
@@ -60,8 +61,9 @@ void check_compatible(TaskModel& student, TaskModel& teacher) {
 // The enabled activation quantizers with a per-tensor amax start learning it; returns how many.
 int64_t start_learning_ranges(TaskModel& student) {
   int64_t n = 0;
-  for (auto& [name, q] : named_quantizers(student.module())) {
-    if (!q->is_enabled() || name.find("_weight_quantizer") != std::string::npos) continue;
+  for (auto& info : nn::list_quantizers(student.module())) {
+    auto& q = info.quantizer;
+    if (!q->is_enabled() || info.role == nn::QuantizerRole::kLinearWeight) continue;
     if (!q->has_amax() || q->amax().numel() != 1 || q->learn_amax()) continue;
     q->start_learning_amax();
     ++n;

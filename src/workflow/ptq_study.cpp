@@ -12,6 +12,7 @@
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/nn/quant_linear.h"
+#include "qdqbert/nn/quantizer_select.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "qdqbert/workflow/calibrate.h"
 #include "qdqbert/workflow/quant_config.h"
@@ -131,15 +132,18 @@ void collect(Study& s) {
   co.calibrate_weights = false;
   for (auto& [n, q] : named_quantizers(s.model->module())) q->enable();
   calibrate(*s.model, s.calib, co);
-  for (auto& [n, q] : named_quantizers(s.model->module())) {
-    if (q->has_amax() && n.find("_weight_quantizer") == std::string::npos) s.amax["max"][n] = q->amax().clone();
+  for (auto& info : nn::list_quantizers(s.model->module())) {
+    if (info.quantizer->has_amax() && info.role != nn::QuantizerRole::kLinearWeight) {
+      s.amax["max"][info.name] = info.quantizer->amax().clone();
+    }
   }
   s.calib_seconds["max"] = seconds_since(t0);
   s.methods = {"max"};
   s.say("max calibration on " + std::to_string(s.o.calib_lines.size()) + " lines");
   t0 = Clock::now();
-  for (auto& [n, q] : named_quantizers(s.model->module())) {
-    if (n.find("_weight_quantizer") == std::string::npos) {
+  for (auto& info : nn::list_quantizers(s.model->module())) {
+    auto& q = info.quantizer;
+    if (info.role != nn::QuantizerRole::kLinearWeight) {
       q->set_calibrator(std::make_unique<calib::HistogramCalibrator>(q->num_bits(), std::vector<int64_t>{}, q->is_unsigned()));
     }
   }

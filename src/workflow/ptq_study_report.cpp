@@ -6,6 +6,7 @@
 
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/report/svg_chart.h"
+#include "qdqbert/strings.h"
 #include "qdqbert/workflow/ptq_study.h"
 #include "workflow/report_util.h"
 
@@ -36,9 +37,7 @@ ojson config_json(const StudyConfig& c) {
 // The group kind, for the sensitivity chart's colours.
 std::string kind(const std::string& group) {
   for (const char* k : {"residual adds", "attention output", "attention", "ffn"}) {
-    if (group.size() >= std::string(k).size() && group.compare(group.size() - std::string(k).size(), std::string::npos, k) == 0) {
-      return k;
-    }
+    if (ends_with(group, k)) return k;
   }
   return "embeddings path";
 }

@@ -61,6 +61,25 @@ QuantConfig QuantConfig::from_json_string(const std::string& text, const std::st
             rule.set_axis = true;
             if (v.is_number_integer()) rule.axis = std::vector<int64_t>{v.get<int64_t>()};
             else if (!v.is_null()) rule.axis = v.get<std::vector<int64_t>>();
+          } else if (k == "role") {
+            const auto names =
+                v.is_string() ? std::vector<std::string>{v.get<std::string>()} : v.get<std::vector<std::string>>();
+            QDQBERT_CHECK(!names.empty(), "quant config '", src, "': rule '", pattern,
+                          "': 'role' must name at least one role");
+            for (const auto& name : names) {
+              try {
+                rule.roles.push_back(nn::parse_quantizer_role(name));
+              } catch (const c10::Error& e) {
+                fail("quant config '", src, "': rule '", pattern, "': ", e.what_without_backtrace());
+              }
+            }
+          } else if (k == "layers") {
+            rule.layers = v.is_number_integer() ? std::vector<int64_t>{v.get<int64_t>()} : v.get<std::vector<int64_t>>();
+            QDQBERT_CHECK(!rule.layers.empty(), "quant config '", src, "': rule '", pattern,
+                          "': 'layers' must list at least one layer");
+            for (int64_t l : rule.layers) {
+              QDQBERT_CHECK(l >= 0, "quant config '", src, "': rule '", pattern, "': layer ", l, " is negative");
+            }
           } else {
             fail("quant config '", src, "': rule '", pattern, "': unknown field '", k, "'");
           }
@@ -91,6 +110,12 @@ std::string QuantConfig::to_json_string() const {
     if (r.is_unsigned) o["unsigned"] = *r.is_unsigned;
     if (r.narrow_range) o["narrow_range"] = *r.narrow_range;
     if (r.set_axis) o["axis"] = r.axis ? json(*r.axis) : json(nullptr);
+    if (!r.roles.empty()) {
+      json roles = json::array();
+      for (auto role : r.roles) roles.push_back(nn::to_string(role));
+      o["role"] = r.roles.size() == 1 ? roles[0] : roles;
+    }
+    if (!r.layers.empty()) o["layers"] = r.layers;
     q[r.pattern] = o;
   }
   j["quantizers"] = q;
@@ -111,10 +136,14 @@ std::vector<int> QuantConfig::apply(TaskModel& model) const {
   }
   std::vector<int> counts;
   for (const auto& r : rules) {
-    std::regex re(r.pattern);
+    nn::QuantizerSelector restriction;  // the rule's optional "role" / "layers"
+    restriction.roles = r.roles;
+    restriction.layers = r.layers;
+    nn::QuantizerSelector selector = restriction;
+    selector.name_regex = r.pattern;
     int n = 0;
-    for (auto& [name, q] : qs) {
-      if (!std::regex_search(name, re)) continue;
+    for (auto& info : nn::select_quantizers(model.module(), selector)) {
+      auto& q = info.quantizer;
       ++n;
       if (r.enable) *r.enable ? q->enable() : q->disable();
       if (r.num_bits) q->set_num_bits(*r.num_bits);
@@ -122,7 +151,8 @@ std::vector<int> QuantConfig::apply(TaskModel& model) const {
       if (r.narrow_range) q->set_narrow_range(*r.narrow_range);
       if (r.set_axis) q->set_axis(r.axis);
     }
-    TORCH_CHECK_VALUE(n > 0, "quant config: rule '", r.pattern, "' matches no quantizer of ", model.class_name());
+    TORCH_CHECK_VALUE(n > 0, "quant config: rule '", r.pattern, "' matches no quantizer of ", model.class_name(),
+                      r.roles.empty() && r.layers.empty() ? std::string() : " with " + restriction.describe());
     counts.push_back(n);
   }
   return counts;

@@ -10,7 +10,9 @@
 #include <sstream>
 
 #include "qdqbert/calib/calibrator.h"
+#include "qdqbert/nn/quantizer_select.h"
 #include "qdqbert/ops/fake_quant.h"
+#include "qdqbert/strings.h"
 
 namespace qdqbert::workflow {
 
@@ -32,10 +34,6 @@ CalibrationOptions QuantTrainerOptions::calibration() const {
 }
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // The direct child `name` of `m` when it is a TensorQuantizer (Python: getattr(mod, name, None)).
 std::shared_ptr<nn::TensorQuantizerImpl> child_quantizer(torch::nn::Module& m, const std::string& name) {
@@ -363,9 +361,16 @@ std::vector<std::string> fuse_qkv(TaskModel& model) {
 
 std::vector<std::string> clip_gelu(TaskModel& model, double maxval) {
   std::vector<std::string> log;
-  for (auto& [name, q] : named_quantizers(model.module())) {
-    if (!ends_with(name, "output.dense._input_quantizer")) continue;
-    if (name.find("attention.output.dense") != std::string::npos) continue;
+  // The input of each FFN output dense (`encoder.layer.N.output.dense`), which reads the GELU output:
+  // a QuantLinear input whose owner path ends with "output.dense", except the attention output
+  // denses (`...attention.output.dense`, `...crossattention.output.dense`), which end the same way.
+  nn::QuantizerSelector gelu_output;
+  gelu_output.roles = {nn::QuantizerRole::kLinearInput};
+  gelu_output.owner_regex = "output\\.dense$";
+  for (auto& info : nn::select_quantizers(model.module(), gelu_output)) {
+    if (info.owner.find("attention.output.dense") != std::string::npos) continue;
+    const auto& name = info.name;
+    auto& q = info.quantizer;
     if (!q->has_amax()) continue;
     const float before = q->amax().max().item<float>();
     q->set_amax(q->amax().clamp_max(maxval));

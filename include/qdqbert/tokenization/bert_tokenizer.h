@@ -9,7 +9,8 @@
 ///  * `encode` / `encode_batch` — the default encoding: exactly the slow tokenizer's ids, type ids,
 ///    masks, truncation and single overflow list (except that an impossible truncation throws).
 ///  * `encode_windows` / `encode_windows_batch` — the windowed encoding of the fast tokenizer, which is
-///    what question answering needs. The SQuAD pipeline calls it like this:
+///    what question answering needs. A question-answering caller uses it like this (qdqbert's own SQuAD
+///    features tokenize the context once and window it with the same overflow_windows, template.h):
 ///    \code
 ///    EncodeOptions o;
 ///    o.truncation = Truncation::OnlySecond;   // keep the question whole, window the context

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qdqbert/tokenization/encoding.h"
@@ -47,6 +48,12 @@ struct Template {
 /// this throws qdqbert::Error instead. Padding `Longest` is a no-op for one row.
 Encoding encode_sequences(const TokenizedText& a, const TokenizedText* b, const EncodeOptions& options,
                           const Template& tmpl, std::optional<int64_t> model_max_length);
+
+/// The windows [start, stop) of a sequence of `n` tokens cut to `max_len` tokens each, consecutive
+/// windows overlapping by `stride` tokens, the last one reaching the end (the Rust tokenizers'
+/// Encoding::truncate overflow). One window when n <= max_len. Errors: max_len 0, stride >= max_len.
+/// The only windowing in qdqbert: encode_windows and SQuAD's context windows use it.
+std::vector<std::pair<size_t, size_t>> overflow_windows(size_t n, size_t max_len, size_t stride);
 
 /// Windowed encoding with the semantics of the fast (Rust) tokenizer: the truncated sequence is cut
 /// into windows overlapping by `stride` tokens, every window wrapped in special tokens; all windows

@@ -31,7 +31,9 @@ struct CalibrationReport {
   std::vector<std::string> no_data;     ///< quantizers that saw no tensor (left as they were)
 };
 
-/// Switches every selected quantizer to calibration (calib on, quant off).
+/// Switches every selected quantizer to calibration (calib on, quant off). Selected: it has a calibrator,
+/// its role (nn/quantizer_select.h) is linear input, matmul input, residual-add input or (with
+/// calibrate_weights) linear weight, and `filter` accepts its name. Role "other" is never calibrated.
 std::vector<std::string> enable_calibration(TaskModel& model, const CalibrationOptions& options = {});
 /// Computes and loads amax for the selected quantizers, then switches them back (quant on, calib off).
 CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions& options = {});

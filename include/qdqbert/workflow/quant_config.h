@@ -4,9 +4,18 @@
 ///
 /// Q.json: {"input": <QuantDescriptor JSON>, "weight": <QuantDescriptor JSON>, "disable": false,
 ///          "quantizers": {"<regex on the quantizer's full name>": {"enable": bool, "num_bits": int,
-///                         "unsigned": bool, "narrow_range": bool, "axis": int|[int]|null}}}
+///                         "unsigned": bool, "narrow_range": bool, "axis": int|[int]|null,
+///                         "role": "<role>"|["<role>", ...], "layers": int|[int]}}}
 /// Descriptors apply at construction; "disable" and the per-regex rules apply to the built model, in
 /// file order (later rules win).
+///
+/// "role" and "layers" are optional and only narrow the regex match: a rule then touches the quantizers
+/// whose name matches the regex AND whose role is one of the listed ones ("linear_input",
+/// "linear_weight", "matmul_input", "residual_add_input", "other"; see nn/quantizer_select.h) AND whose
+/// encoder layer (the i of "encoder.layer.<i>.") is one of the listed ones. Example: every residual-add
+/// input of layers 0 and 1 stays in FP32 with
+///   "quantizers": {".": {"enable": false, "role": "residual_add_input", "layers": [0, 1]}}
+/// Files without them read and apply as before.
 
 #include <optional>
 #include <ostream>
@@ -16,6 +25,7 @@
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/models/qdqbert.h"
 #include "qdqbert/nn/quant_descriptor.h"
+#include "qdqbert/nn/quantizer_select.h"
 
 namespace qdqbert::workflow {
 
@@ -27,6 +37,8 @@ struct QuantizerRule {
   std::optional<bool> narrow_range;
   bool set_axis = false;
   std::optional<std::vector<int64_t>> axis;  ///< with set_axis: nullopt = per tensor
+  std::vector<nn::QuantizerRole> roles;      ///< "role": only quantizers of these roles (empty = any)
+  std::vector<int64_t> layers;               ///< "layers": only quantizers of these encoder layers (empty = any)
 };
 
 struct QuantConfig {
@@ -42,7 +54,8 @@ struct QuantConfig {
   /// Puts the descriptors into from_pretrained options.
   void apply_to(io::PretrainedOptions& options) const;
   /// Applies "disable" and the rules to a built model; returns how many quantizers each rule touched.
-  /// A rule that matches no quantizer is an error (a typo would otherwise silently do nothing).
+  /// A rule that matches no quantizer (after its role / layers restriction) is an error (a typo would
+  /// otherwise silently do nothing).
   std::vector<int> apply(TaskModel& model) const;
 };
 

@@ -124,7 +124,9 @@ std::vector<std::string> calibrate_weights(TaskModel& model, const std::string& 
 /// q/k/v share one amax: the QuantLinear input quantizers of query/key/value, the matmul q/k/v input
 /// quantizers, and per-tensor weight quantizers. Quantizers without an amax are reported and skipped.
 std::vector<std::string> fuse_qkv(TaskModel& model);
-/// Clamps the amax of each `output.dense._input_quantizer` (the GELU output) to `maxval`.
+/// Clamps the amax of each FFN output dense input (`encoder.layer.N.output.dense._input_quantizer`, the
+/// GELU output) to `maxval`: the linear-input quantizers whose owner path ends with "output.dense" and
+/// does not contain "attention.output.dense". Quantizers without an amax are skipped.
 std::vector<std::string> clip_gelu(TaskModel& model, double maxval);
 /// quant_trainer.py `recalibrate_weights`: weight amax = max|W| over the dims not in the weight
 /// quantizer's axis (per row for axis 0, per tensor without axis), from the current weights.

@@ -1,0 +1,17 @@
+#pragma once
+/// \file
+/// Small string helpers shared by every layer (C++17 has no std::string::ends_with). Torch-free.
+
+#include <string_view>
+
+namespace qdqbert {
+
+inline bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+inline bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace qdqbert
