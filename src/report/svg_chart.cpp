@@ -154,8 +154,9 @@ void axis_y(Canvas& c, const Scale& s, double x, const std::string& label, bool 
        << escape(fit(label, std::abs(s.p0 - s.p1))) << "</text>\n";
 }
 
-// One legend row of (label, colour) swatches starting at (x, y), wrapped to `width`; returns the rows used.
-int legend(Canvas& c, const std::vector<std::pair<std::string, std::string>>& items, double x, double y, double width) {
+// Legend swatches (label, colour) from (x, y), wrapped to `width`, rows 16 px apart; returns the rows used.
+// With c == nullptr it only counts the rows (for layouts that need the height first).
+int legend(Canvas* c, const std::vector<std::pair<std::string, std::string>>& items, double x, double y, double width) {
   double cx = x;
   int rows = 1;
   for (const auto& [label, colour] : items) {
@@ -166,11 +167,19 @@ int legend(Canvas& c, const std::vector<std::pair<std::string, std::string>>& it
       y += 16;
       ++rows;
     }
-    c.rect(cx, y - 9, 12, 10, colour);
-    c.text(cx + 16, y, l);
+    if (c) {
+      c->rect(cx, y - 9, 12, 10, colour);
+      c->text(cx + 16, y, l);
+    }
     cx += w;
   }
   return rows;
+}
+
+std::vector<std::pair<std::string, std::string>> marker_items(const HistogramPanel& p) {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const auto& m : p.markers) items.emplace_back(m.label + " " + short_number(m.x), m.colour);
+  return items;
 }
 
 }  // namespace
@@ -200,9 +209,11 @@ std::string short_number(double v) {
   if (v == 0) return "0";
   const double a = std::abs(v);
   char b[32];
-  if (a >= 1e4 && a < 1e7) {
+  if (a >= 1e4 && a < 1e6) {
     std::snprintf(b, sizeof(b), "%gk", v / 1e3);
-  } else if (a >= 1e7 || a < 1e-3) {
+  } else if (a >= 1e6 && a < 1e9) {
+    std::snprintf(b, sizeof(b), "%gM", v / 1e6);
+  } else if (a >= 1e9 || a < 1e-3) {
     std::snprintf(b, sizeof(b), "%.0e", v);
   } else {
     std::snprintf(b, sizeof(b), "%.4g", v);
@@ -266,7 +277,7 @@ std::string render(const LineChart& ch) {
       }
     }
   }
-  legend(c, items, left, ch.height - 16.0, ch.width - left - 12);
+  legend(&c, items, left, ch.height - 16.0, ch.width - left - 12);
   return c.done();
 }
 
@@ -303,19 +314,24 @@ std::string render(const BarChart& ch) {
     }
   }
   axis_x(c, s, plot_bottom, ch.value.label, (left + right) / 2);
-  if (!ch.legend.empty()) legend(c, ch.legend, left, height - 10.0, ch.width - left - 12);
+  if (!ch.legend.empty()) legend(&c, ch.legend, left, height - 10.0, ch.width - left - 12);
   return c.done();
 }
 
 std::string render(const HistogramChart& ch) {
-  const double left = 72, right = ch.width - 20.0, top = 50, gap = 78;
-  const double ph = ch.panel_height;
-  const int height = static_cast<int>(top + (ph + gap) * static_cast<double>(ch.panels.size()) + 10);
-  Canvas c(ch.width, height);
+  const double left = 72, right = ch.width - 20.0, top = 50, ph = ch.panel_height;
+  // Each panel: title (18), plot (ph), x axis (40), its legend rows (16 each), a gap (14).
+  std::vector<double> y0s;
+  double y = top;
+  for (const auto& p : ch.panels) {
+    y0s.push_back(y + 18);
+    y += 18 + ph + 40 + 16.0 * legend(nullptr, marker_items(p), left, 0, right - left) + 14;
+  }
+  Canvas c(ch.width, static_cast<int>(y + 6));
   c.heading(ch.title, ch.subtitle, ch.width);
   for (size_t pi = 0; pi < ch.panels.size(); ++pi) {
     const auto& p = ch.panels[pi];
-    const double y0 = top + (ph + gap) * static_cast<double>(pi) + 18, y1 = y0 + ph;
+    const double y0 = y0s[pi], y1 = y0 + ph;
     c.text(left, y0 - 6, fit(p.title, right - left), "start", " font-weight='bold'");
     if (p.edges.size() != p.counts.size() + 1 || p.counts.empty()) continue;
     std::vector<double> xs = {p.edges.front(), p.edges.back()};
@@ -327,13 +343,10 @@ std::string render(const HistogramChart& ch) {
     Axis ay;
     ay.log = true;
     ay.label = "count (log)";
-    std::vector<double> cs;
-    for (double v : p.counts) {
-      if (v > 0) cs.push_back(v);
-    }
-    if (cs.empty()) cs.push_back(1);
+    double cmax = 10;
+    for (double v : p.counts) cmax = std::max(cmax, v);
     ay.min = 1;
-    ay.max = std::pow(10.0, std::ceil(std::log10(std::max(10.0, *std::max_element(cs.begin(), cs.end())))));
+    ay.max = std::pow(10.0, std::ceil(std::log10(cmax)));
     const Scale sy = make_scale(ay, {}, y1, y0);
     std::ostringstream d;
     for (size_t k = 0; k < p.counts.size(); ++k) {
@@ -345,13 +358,8 @@ std::string render(const HistogramChart& ch) {
     c.os << "<path fill='#9a9a9a' d='" << d.str() << "'/>\n";
     axis_y(c, sy, left, ay.label, false, left);
     axis_x(c, sx, y1, ch.x_label, (left + right) / 2);
-    std::vector<std::pair<std::string, std::string>> items;
-    for (const auto& m : p.markers) {
-      const double x = sx(m.x);
-      c.line(x, y0, x, y1, m.colour, 1.6, " stroke-opacity='0.85'");
-      items.emplace_back(m.label + " " + short_number(m.x), m.colour);
-    }
-    legend(c, items, left, y1 + 56, right - left);
+    for (const auto& m : p.markers) c.line(sx(m.x), y0, sx(m.x), y1, m.colour, 1.6, " stroke-opacity='0.85'");
+    legend(&c, marker_items(p), left, y1 + 52, right - left);
   }
   return c.done();
 }

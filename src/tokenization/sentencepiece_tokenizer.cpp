@@ -375,6 +375,8 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
   return out;
 }
 
+std::string SentencePieceTokenizer::id_to_token(int64_t id) const { return convert_ids_to_tokens({id}).at(0); }
+
 std::vector<std::string> SentencePieceTokenizer::convert_ids_to_tokens(const std::vector<int64_t>& ids) const {
   std::vector<std::string> out;
   for (int64_t id : ids) {

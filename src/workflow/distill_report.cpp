@@ -104,7 +104,7 @@ std::string write_distill_report(const DistillResult& r, const DistillReportInfo
      << " quantizers enabled" << (info.quant_config.empty() ? "" : ", quant config `" + info.quant_config + "`")
      << "; " << fixed(100 * info.flops.int8_share(), 1) << "% of the encoder's GEMM FLOPs in int8) learns from the FP32 "
      << "teacher `" << info.teacher << "`: " << to_string(o.loss) << " loss, " << r.total_steps << " steps of "
-     << r.train_sentences / std::max<int64_t>(1, r.train_batches) << " sentences (" << r.train_sentences
+     << (r.train_sentences + r.train_batches - 1) / std::max<int64_t>(1, r.train_batches) << " sentences (" << r.train_sentences
      << " training sentences from `" << info.train_text << "`), AdamW lr " << o.lr << ", warmup " << o.warmup_ratio
      << ", weight decay " << o.weight_decay << ", clip " << o.max_grad_norm
      << (o.learn_amax ? ", learned activation ranges (" + std::to_string(r.learned_amax_quantizers) + " quantizers)" : "")

@@ -49,7 +49,7 @@ at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
   return torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
 }
 
-std::vector<ModelInputs> encode_batches(const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
+std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
                                         int64_t max_length, int64_t batch_size) {
   TORCH_CHECK_VALUE(batch_size > 0 && max_length > 2, "encode: batch_size must be > 0 and max_length > 2, got ",
                     batch_size, " and ", max_length);
@@ -108,7 +108,7 @@ Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batch
   return r;
 }
 
-Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tok, const std::vector<std::string>& lines,
+Embeddings embed(TaskModel& model, const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
                  const EmbedOptions& o) {
   TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
   return embed_batches(model, encode_batches(tok, lines, o.max_length, o.batch_size), tok.pad_token_id(), o.progress);

@@ -13,7 +13,7 @@
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/nn/quant_linear.h"
 #include "qdqbert/nn/quantizer_select.h"
-#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/calibrate.h"
 #include "qdqbert/workflow/quant_config.h"
 #include "workflow/report_util.h"
@@ -106,9 +106,9 @@ struct Study {
 
 // Step 1: tokenize, load once, FP32 reference embeddings.
 void prepare(Study& s) {
-  const auto tok = tokenization::BertTokenizer::from_pretrained(s.o.model_dir);
-  s.calib = encode_batches(tok, s.o.calib_lines, s.o.max_length, s.o.batch_size);
-  s.eval = encode_batches(tok, s.o.eval_lines, s.o.max_length, s.o.batch_size);
+  const auto tok = tokenization::load_tokenizer(s.o.model_dir);
+  s.calib = encode_batches(*tok, s.o.calib_lines, s.o.max_length, s.o.batch_size);
+  s.eval = encode_batches(*tok, s.o.eval_lines, s.o.max_length, s.o.batch_size);
   for (const auto& b : s.eval) {
     const auto l = sequence_lengths(b.attention_mask);
     s.lengths.insert(s.lengths.end(), l.begin(), l.end());
@@ -120,7 +120,7 @@ void prepare(Study& s) {
   s.model = io::from_pretrained(s.o.model_dir, po);
   s.model->module().eval();
   for (auto& [n, q] : named_quantizers(s.model->module())) q->disable();
-  s.reference = embed_batches(*s.model, s.eval, tok.pad_token_id());
+  s.reference = embed_batches(*s.model, s.eval, tok->pad_token_id());
   s.say("FP32 reference embeddings of " + std::to_string(s.o.eval_lines.size()) + " evaluation lines");
 }
 

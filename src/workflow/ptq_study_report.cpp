@@ -1,6 +1,7 @@
 // The PTQ study's report: report.md, report.json and the SVG plots, from a PtqStudyResult.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -130,13 +131,28 @@ void markdown_partial(std::ostringstream& md, const PtqStudyResult& r) {
      << ", the least FP32 GEMM work)\n\nGroups go to FP32 in the order of cosine cost per FP32 FLOP (groups without "
         "GEMM work, such as residual adds, first) until the target holds; then each kept group, largest first, "
         "returns to int8 if the target still holds without it. The last row is the choice.\n\n"
-     << "| step | groups kept in FP32 " << fidelity_header() << " int8 GEMM share |\n|---|---" << fidelity_rule()
-     << "---|\n";
+     << "| step | change (groups in FP32 after it) " << fidelity_header() << " int8 GEMM share |\n|---|---"
+     << fidelity_rule() << "---|\n";
   for (size_t i = 0; i < r.partial.size(); ++i) {
     const auto& s = r.partial[i];
-    md << "| " << i << " | " << (s.fp32_groups.empty() ? "(none: all quantized)" : join(s.fp32_groups)) << " "
-       << fidelity_cells(s.fidelity) << " " << share(s.flops) << " |\n";
+    std::string change = "all quantized";
+    if (i > 0) {
+      const auto& prev = r.partial[i - 1].fp32_groups;
+      change.clear();
+      for (const auto& g : s.fp32_groups) {
+        if (std::find(prev.begin(), prev.end(), g) == prev.end()) change += (change.empty() ? "" : ", ") + ("+ " + g);
+      }
+      for (const auto& g : prev) {
+        if (std::find(s.fp32_groups.begin(), s.fp32_groups.end(), g) == s.fp32_groups.end()) {
+          change += (change.empty() ? "" : ", ") + ("- " + g + " (back to int8)");
+        }
+      }
+      if (change.empty()) change = "(the choice)";
+    }
+    md << "| " << i << " | " << change << " (" << s.fp32_groups.size() << ") " << fidelity_cells(s.fidelity) << " "
+       << share(s.flops) << " |\n";
   }
+  md << "\nKept in FP32: " << (r.fp32_groups.empty() ? std::string("nothing") : join(r.fp32_groups)) << ".\n";
   md << "\n" << (r.reached ? "Target reached" : "Target NOT reached even with every group in FP32")
      << "; `quant_config.json` disables the chosen groups and `calibrated/` holds the checkpoint with the "
      << r.best.calibration << " amax, so `qdqbert-cli embed|infer|export-onnx|qat --model calibrated --quant-config "

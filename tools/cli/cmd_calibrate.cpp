@@ -8,7 +8,7 @@
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/safetensors.h"
-#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/calibrate.h"
 #include "qdqbert/workflow/embed.h"
 #include "qdqbert/workflow/quant_config.h"
@@ -30,7 +30,7 @@ std::vector<ModelInputs> calibration_batches(const CalibArgs& a) {
   if (!a.calib_data.empty()) return workflow::read_calibration_batches(a.calib_data);
   auto lines = workflow::read_text_lines(a.calib_text);
   if (static_cast<int64_t>(lines.size()) > a.calib_lines) lines.resize(static_cast<size_t>(a.calib_lines));
-  return workflow::encode_batches(tokenization::BertTokenizer::from_pretrained(a.model), lines, a.max_length,
+  return workflow::encode_batches(*tokenization::load_tokenizer(a.model), lines, a.max_length,
                                   a.batch_size);
 }
 

@@ -8,7 +8,7 @@
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/onnx/export.h"
-#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/embed.h"
 
 namespace qdqbert::cli {
@@ -24,7 +24,7 @@ struct EmbedArgs {
 void run(const EmbedArgs& a) {
   set_threads(a.threads);
   auto lines = workflow::read_text_lines(a.text_file);
-  auto tok = tokenization::BertTokenizer::from_pretrained(a.model);
+  const auto tok = tokenization::load_tokenizer(a.model);
   auto model = load_model(a.model, "base", a.quant_config, a.strict);
   if (a.export_mode) onnx::set_export_mode(*model, true);
   workflow::EmbedOptions o;
@@ -40,7 +40,7 @@ void run(const EmbedArgs& a) {
       if (done == total) std::fprintf(stderr, "\n");
     };
   }
-  auto e = workflow::embed(*model, tok, lines, o);
+  auto e = workflow::embed(*model, *tok, lines, o);
   io::save_safetensors(a.output,
                        std::map<std::string, at::Tensor>{{"input_ids", e.input_ids},
                                                          {"attention_mask", e.attention_mask},

@@ -13,7 +13,7 @@
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/file.h"
-#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/distill.h"
 #include "qdqbert/workflow/embed.h"
 
@@ -31,7 +31,7 @@ struct QatArgs {
   int threads = 0;
 };
 
-void check_same_vocabulary(const tokenization::BertTokenizer& s, const tokenization::BertTokenizer& t,
+void check_same_vocabulary(const tokenization::Tokenizer& s, const tokenization::Tokenizer& t,
                            const QatArgs& a) {
   QDQBERT_CHECK(s.vocab_size() == t.vocab_size(), "the student's vocabulary (", s.vocab_size(), " tokens, '", a.model,
                 "') differs from the teacher's (", t.vocab_size(), " tokens, '", a.teacher, "')");
@@ -82,8 +82,8 @@ void run(const QatArgs& a) {
   io::StagedDirectory out(a.output, a.overwrite);
   std::vector<std::string> train = first_lines(a.train_text, a.train_lines);
   const std::vector<std::string> eval = first_lines(a.eval_text, a.eval_lines);
-  const auto tok = tokenization::BertTokenizer::from_pretrained(a.model);
-  check_same_vocabulary(tok, tokenization::BertTokenizer::from_pretrained(a.teacher), a);
+  const auto tok = tokenization::load_tokenizer(a.model);
+  check_same_vocabulary(*tok, *tokenization::load_tokenizer(a.teacher), a);
   auto student = load_model(a.model, "base", a.quant_config, a.strict);
   auto teacher = load_model(a.teacher, "base", "", a.strict);
   for (auto& [name, q] : named_quantizers(teacher->module())) q->disable();
@@ -92,8 +92,8 @@ void run(const QatArgs& a) {
   // One seeded shuffle of the training lines, so that each batch mixes the text's sources.
   std::mt19937_64 rng(a.seed);
   for (size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[rng() % i]);
-  const auto train_batches = workflow::encode_batches(tok, train, a.max_length, a.batch_size);
-  const auto eval_batches = workflow::encode_batches(tok, eval, a.max_length, a.batch_size);
+  const auto train_batches = workflow::encode_batches(*tok, train, a.max_length, a.batch_size);
+  const auto eval_batches = workflow::encode_batches(*tok, eval, a.max_length, a.batch_size);
 
   workflow::DistillOptions o;
   o.steps = a.steps;

@@ -37,6 +37,7 @@
 
 #include "qdqbert/tokenization/encoding.h"
 #include "qdqbert/tokenization/template.h"
+#include "qdqbert/tokenization/tokenizer.h"
 
 namespace qdqbert::tokenization {
 
@@ -62,11 +63,11 @@ struct BertTokenizerOptions {
   bool clean_up_tokenization_spaces = true;
 };
 
-class BertTokenizer {
+class BertTokenizer : public Tokenizer {
  public:
   /// `vocab` lists the tokens in id order (id = position), as in vocab.txt.
   BertTokenizer(std::vector<std::string> vocab, BertTokenizerOptions options = {});
-  ~BertTokenizer();
+  ~BertTokenizer() override;
   BertTokenizer(BertTokenizer&&) noexcept;
   BertTokenizer& operator=(BertTokenizer&&) noexcept;
   BertTokenizer(const BertTokenizer&);
@@ -86,21 +87,21 @@ class BertTokenizer {
   static std::vector<std::string> parse_vocab(const std::string& text, const std::string& origin = "vocab.txt");
 
   /// `tokenizer.tokenize(text)`: tokens without special tokens added.
-  std::vector<std::string> tokenize(std::string_view text) const;
+  std::vector<std::string> tokenize(std::string_view text) const override;
   /// tokenize() plus ids and code-point offsets of every token.
-  TokenizedText tokenize_with_offsets(std::string_view text) const;
+  TokenizedText tokenize_with_offsets(std::string_view text) const override;
 
   /// Default (slow-tokenizer) encoding of a text or text pair.
   Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                  const EncodeOptions& options = {}) const;
+                  const EncodeOptions& options = {}) const override;
   /// Default encoding of a batch (`pairs` empty or as long as `texts`); padding spans the batch.
   BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                             const EncodeOptions& options = {}) const;
+                             const EncodeOptions& options = {}) const override;
   /// Windowed (fast-tokenizer) encoding: see the file comment.
   BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                               const EncodeOptions& options = {}) const;
+                               const EncodeOptions& options = {}) const override;
   BatchEncoding encode_windows_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                                     const EncodeOptions& options = {}) const;
+                                     const EncodeOptions& options = {}) const override;
 
   /// `tokenizer.decode(ids, skip_special_tokens, clean_up_tokenization_spaces)`.
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false,
@@ -113,16 +114,16 @@ class BertTokenizer {
   /// `convert_tokens_to_string`: joins with spaces and glues `##` pieces.
   std::string convert_tokens_to_string(const std::vector<std::string>& tokens) const;
   /// The id of `token`, or std::nullopt.
-  std::optional<int64_t> token_to_id(const std::string& token) const;
-  std::string id_to_token(int64_t id) const;
+  std::optional<int64_t> token_to_id(const std::string& token) const override;
+  std::string id_to_token(int64_t id) const override;
 
-  int64_t vocab_size() const;
+  int64_t vocab_size() const override;
   const BertTokenizerOptions& options() const;
-  const Template& post_processor() const;
-  int64_t unk_token_id() const;
+  const Template& post_processor() const override;
+  int64_t unk_token_id() const override;
   int64_t cls_token_id() const;
   int64_t sep_token_id() const;
-  int64_t pad_token_id() const;
+  int64_t pad_token_id() const override;
   int64_t mask_token_id() const;
   /// Ids of all special tokens (`all_special_ids`).
   std::vector<int64_t> all_special_ids() const;

@@ -19,6 +19,7 @@
 
 #include "qdqbert/tokenization/encoding.h"
 #include "qdqbert/tokenization/template.h"
+#include "qdqbert/tokenization/tokenizer.h"
 
 namespace qdqbert::tokenization {
 
@@ -34,11 +35,11 @@ struct SentencePieceTokenizerOptions {
   std::string plugin_path;
 };
 
-class SentencePieceTokenizer {
+class SentencePieceTokenizer : public Tokenizer {
  public:
   /// Loads a `.model` file.
   explicit SentencePieceTokenizer(const std::string& model_path, SentencePieceTokenizerOptions options = {});
-  ~SentencePieceTokenizer();
+  ~SentencePieceTokenizer() override;
   SentencePieceTokenizer(SentencePieceTokenizer&&) noexcept;
   SentencePieceTokenizer& operator=(SentencePieceTokenizer&&) noexcept;
 
@@ -49,24 +50,25 @@ class SentencePieceTokenizer {
   /// --model_prefix=/tmp/m --vocab_size=200"), inside the plugin.
   static void train(const std::string& args, const std::string& plugin_path = {});
 
-  std::vector<std::string> tokenize(std::string_view text) const;
-  TokenizedText tokenize_with_offsets(std::string_view text) const;
+  std::vector<std::string> tokenize(std::string_view text) const override;
+  TokenizedText tokenize_with_offsets(std::string_view text) const override;
   Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                  const EncodeOptions& options = {}) const;
+                  const EncodeOptions& options = {}) const override;
   BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                             const EncodeOptions& options = {}) const;
+                             const EncodeOptions& options = {}) const override;
   BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                               const EncodeOptions& options = {}) const;
+                               const EncodeOptions& options = {}) const override;
   BatchEncoding encode_windows_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                                     const EncodeOptions& options = {}) const;
+                                     const EncodeOptions& options = {}) const override;
   /// sentencepiece's Decode (control pieces such as cls/sep/pad are dropped by sentencepiece).
   std::string decode(const std::vector<int64_t>& ids) const;
   std::vector<std::string> convert_ids_to_tokens(const std::vector<int64_t>& ids) const;
-  std::optional<int64_t> token_to_id(const std::string& token) const;
-  int64_t vocab_size() const;
-  int64_t unk_token_id() const;
-  int64_t pad_token_id() const;
-  const Template& post_processor() const;
+  std::optional<int64_t> token_to_id(const std::string& token) const override;
+  std::string id_to_token(int64_t id) const override;
+  int64_t vocab_size() const override;
+  int64_t unk_token_id() const override;
+  int64_t pad_token_id() const override;
+  const Template& post_processor() const override;
 
   /// The plugin file that was loaded.
   static std::string plugin_location(const std::string& plugin_path = {});

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "qdqbert/models/qdqbert.h"
-#include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 
 namespace qdqbert::workflow {
 
@@ -33,7 +33,7 @@ struct Embeddings {
 
 /// The encode step: `lines` tokenized in order into batches of `batch_size` (truncation to `max_length`,
 /// each batch padded to its longest line), as embed, calibration and distillation feed the model.
-std::vector<ModelInputs> encode_batches(const tokenization::BertTokenizer& tokenizer,
+std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tokenizer,
                                         const std::vector<std::string>& lines, int64_t max_length, int64_t batch_size);
 
 /// Runs `model` (a QDQBertModel or any TaskModel whose output has last_hidden_state) on each batch without
@@ -42,7 +42,7 @@ Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batch
                          const std::function<void(int64_t, int64_t)>& progress = {});
 
 /// encode_batches + embed_batches.
-Embeddings embed(TaskModel& model, const tokenization::BertTokenizer& tokenizer, const std::vector<std::string>& lines,
+Embeddings embed(TaskModel& model, const tokenization::Tokenizer& tokenizer, const std::vector<std::string>& lines,
                  const EmbedOptions& options = {});
 
 /// Mean over the attention mask, L2-normalised.
