@@ -289,8 +289,9 @@ std::string text_of(const fs::path& p) {
 }  // namespace
 
 // The reduced distillation QAT run: a max-calibrated MiniLM (every quantizer on, residual adds included)
-// trained for 30 steps on 480 lines must close a clear part of its gap to FP32 on 64 unseen lines, and the
-// output folder must be a checkpoint embed accepts.
+// trained for 30 steps on 480 lines must improve clearly on its PTQ start on 64 unseen lines (cosine mean,
+// p5, recall@10), the output folder must be a checkpoint embed and export-onnx accept, and ONNX Runtime
+// must give the same cosine figures as LibTorch.
 TEST(MiniLM, QatDistillationImprovesOnThePtqStart) {
   ASSERT_TRUE(qt::minilm_available());
   ASSERT_TRUE(fs::exists("/usr/share/games/fortunes")) << "apt-get install fortunes (.ci/run does)";
@@ -336,18 +337,18 @@ TEST(MiniLM, QatDistillationImprovesOnThePtqStart) {
   // tests/onnx/check_embeddings.py); the FP32 graph is bounded element-wise in the next check.
   {
     std::ifstream in(t + "/text/eval.txt");
-    std::ofstream out(t + "/eval64.txt");
+    std::ofstream out(t + "/eval256.txt");
     std::string line;
     for (int i = 0; i < 256 && std::getline(in, line); ++i) out << line << "\n";
   }
   ASSERT_EQ(run_cli("export-onnx --model " + t + "/qat --task base --output " + t + "/qat.onnx", tmp / "export.log"), 0)
       << text_of(tmp / "export.log");
-  ASSERT_EQ(run_cli("embed --model " + t + "/qat --export-mode --text-file " + t + "/eval64.txt --output " + t +
+  ASSERT_EQ(run_cli("embed --model " + t + "/qat --export-mode --text-file " + t + "/eval256.txt --output " + t +
                         "/lt.safetensors",
                     tmp / "embed.log"),
             0);
   ASSERT_EQ(run_cli("embed --model " + qt::minilm_dir() + " --quant-config " + qt::data_path("minilm/fp32.json") +
-                        " --text-file " + t + "/eval64.txt --output " + t + "/fp32.safetensors",
+                        " --text-file " + t + "/eval256.txt --output " + t + "/fp32.safetensors",
                     tmp / "embed.log"),
             0);
   const std::string check = "python3 " + src + "/tests/onnx/check_embeddings.py " + t + "/qat.onnx " + t +
