@@ -88,9 +88,6 @@ ojson compute_metrics(const Args& a, const qdqbert::squad::Dataset& ds, const qd
 
 // ---- squad_train.cpp ----
 
-/// The documented shuffle: Fisher-Yates over 0..n-1 with j = rng() % (i + 1). mt19937_64's output is fixed by
-/// the standard, so (unlike std::shuffle) the order is the same with every standard library.
-std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng);
 
 /// Optimizer-step arithmetic of one training run (HF Trainer's, with a short last accumulation group).
 struct Schedule {

@@ -179,7 +179,7 @@ void calibrate_step(TaskModel& model, const std::vector<squad::Feature>& train_f
   }
   const auto n = static_cast<int64_t>(train_features.size()), bs = a.per_device_eval_batch_size;
   std::mt19937_64 rng(static_cast<uint64_t>(a.seed));
-  const std::vector<int64_t> order = permutation(n, rng);
+  const std::vector<int64_t> order = workflow::permutation(n, rng);
   std::vector<ModelInputs> batches;
   int64_t samples = 0;
   for (int64_t b = 0; b < n; b += bs) {

@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <random>
 #include <sstream>
 
@@ -77,16 +76,6 @@ ojson read_json_file(const std::string& path, const std::string& what) {
 }
 
 }  // namespace
-
-std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng) {
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  std::iota(p.begin(), p.end(), int64_t{0});
-  for (int64_t i = n - 1; i > 0; --i) {
-    const auto j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
-    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);
-  }
-  return p;
-}
 
 Schedule make_schedule(const Args& a, size_t num_features) {
   Schedule s;
@@ -257,7 +246,7 @@ void train(TaskModel& model, torch::optim::AdamW& opt, const std::vector<squad::
   int64_t step = resume.global_step;
   const int64_t start_epoch = spe > 0 ? step / spe : 0;
   std::mt19937_64 rng(static_cast<uint64_t>(a.seed));
-  for (int64_t e = 0; e < start_epoch; ++e) permutation(n, rng);  // the finished epochs' shuffles
+  for (int64_t e = 0; e < start_epoch; ++e) workflow::permutation(n, rng);  // the finished epochs' shuffles
   if (step > 0) {
     std::printf("resumed from %s at step %lld of %lld (epoch %lld, micro-batch %lld)\n", resume.dir.c_str(),
                 static_cast<long long>(step), static_cast<long long>(total), static_cast<long long>(start_epoch),
@@ -269,7 +258,7 @@ void train(TaskModel& model, torch::optim::AdamW& opt, const std::vector<squad::
   const int64_t first_step = step;
   auto t0 = Clock::now();
   for (int64_t epoch = start_epoch; step < total; ++epoch) {
-    const std::vector<int64_t> order = permutation(n, rng);
+    const std::vector<int64_t> order = workflow::permutation(n, rng);
     for (int64_t g = step - epoch * spe; g < spe && step < total; ++g) {
       torch::manual_seed(step_seed(a.seed, step));
       const double lr = workflow::lr_at(step, total, s.warmup_steps, a.learning_rate, a.lr_scheduler);

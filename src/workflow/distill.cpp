@@ -39,15 +39,6 @@ at::Tensor distill_loss(DistillLoss kind, const ModelOutput& s, const ModelOutpu
   return loss;
 }
 
-std::vector<int64_t> shuffled(int64_t n, std::mt19937_64& rng) {
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
-  for (int64_t i = n - 1; i > 0; --i) {
-    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(rng() % static_cast<uint64_t>(i + 1))]);
-  }
-  return p;
-}
-
 void check_compatible(TaskModel& student, TaskModel& teacher) {
   const Config &s = student.model_config(), &t = teacher.model_config();
   auto same = [&](const char* what, int64_t a, int64_t b) {
@@ -157,7 +148,7 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   std::vector<at::Tensor> params = student.module().parameters();
   const auto t0 = Clock::now();
   for (int64_t step = 0; step < r.total_steps; ++step) {
-    if (step % n == 0) order = shuffled(n, rng);
+    if (step % n == 0) order = permutation(n, rng);
     ModelInputs in = train[static_cast<size_t>(order[static_cast<size_t>(step % n)])];
     if (hidden) in.output_hidden_states = true;
     ModelOutput t;

@@ -437,6 +437,15 @@ double lr_at(int64_t step, int64_t total, int64_t warmup, double base, const std
   return base * std::max(0.0, 1.0 - progress);
 }
 
+std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(rng() % static_cast<uint64_t>(i + 1))]);
+  }
+  return p;
+}
+
 std::vector<std::pair<std::vector<at::Tensor>, double>> decay_groups(TaskModel& model, double weight_decay) {
   std::vector<at::Tensor> decay, no_decay;
   std::set<const void*> seen;

@@ -16,6 +16,7 @@
 #include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/distill.h"
 #include "qdqbert/workflow/embed.h"
+#include "qdqbert/workflow/quant_trainer.h"
 
 namespace qdqbert::cli {
 namespace {
@@ -91,7 +92,11 @@ void run(const QatArgs& a) {
 
   // One seeded shuffle of the training lines, so that each batch mixes the text's sources.
   std::mt19937_64 rng(a.seed);
-  for (size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[rng() % i]);
+  {
+    std::vector<std::string> shuffled;
+    for (int64_t i : workflow::permutation(static_cast<int64_t>(train.size()), rng)) shuffled.push_back(train[static_cast<size_t>(i)]);
+    train.swap(shuffled);
+  }
   const auto train_batches = workflow::encode_batches(*tok, train, a.max_length, a.batch_size);
   const auto eval_batches = workflow::encode_batches(*tok, eval, a.max_length, a.batch_size);
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <iosfwd>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -134,6 +135,11 @@ std::vector<std::string> recalibrate_weights(TaskModel& model);
 
 /// Learning-rate schedule with linear warmup: "linear" decay to 0 or "cosine".
 double lr_at(int64_t step, int64_t total_steps, int64_t warmup_steps, double base_lr, const std::string& schedule);
+
+/// The documented shuffle of the training loops (squad_qa, distill_qat): Fisher-Yates over 0..n-1 with
+/// j = rng() % (i + 1), i from n - 1 down. mt19937_64's output is fixed by the standard, so (unlike
+/// std::shuffle) the order is the same with every standard library.
+std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng);
 
 /// Parameter groups like the HF Trainer: no weight decay for biases and LayerNorm weights.
 std::vector<std::pair<std::vector<at::Tensor>, double>> decay_groups(TaskModel& model, double weight_decay);
