@@ -7,7 +7,8 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/file.h"
-#include "squad/text.h"
+#include "text/pystr.h"
+#include "text/utf8.h"
 
 namespace qdqbert::squad {
 
@@ -67,7 +68,7 @@ Dataset parse_squad(const std::string& json_text, const std::string& source, con
       const std::string par_where = art_where + ".paragraphs[" + std::to_string(p) + "]";
       const json& par = paragraphs[p];
       const std::string context = string_member(par, "context", par_where);
-      const std::u32string context_cp = text::decode(context, par_where + ".context");
+      const std::u32string context_cp = text::decode_utf8(context, "squad", par_where + ".context");
       const json& qas = array_member(par, "qas", par_where);
       for (size_t q = 0; q < qas.size(); ++q) {
         const json& qa = qas[q];
@@ -94,7 +95,7 @@ Dataset parse_squad(const std::string& json_text, const std::string& source, con
           }
           ans.answer_start = start.get<int64_t>();
           if (options.check_answer_start) {
-            const std::u32string ans_cp = text::decode(ans.text, ans_where + ".text");
+            const std::u32string ans_cp = text::decode_utf8(ans.text, "squad", ans_where + ".text");
             const int64_t n = static_cast<int64_t>(context_cp.size());
             const int64_t len = static_cast<int64_t>(ans_cp.size());
             if (ans.answer_start < 0 || ans.answer_start + len > n ||

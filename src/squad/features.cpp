@@ -6,7 +6,7 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/template.h"
-#include "squad/text.h"
+#include "text/utf8.h"
 
 namespace qdqbert::squad {
 
@@ -35,7 +35,7 @@ std::pair<int64_t, int64_t> train_labels(const Example& example, const std::vect
   }
   if (example.answers.empty()) return {cls_index, cls_index};
   const int64_t start_char = example.answers[0].answer_start;
-  const int64_t end_char = start_char + text::length(example.answers[0].text);
+  const int64_t end_char = start_char + text::code_point_length(example.answers[0].text);
   int64_t s = 0;
   while (s < n && sequence_ids[s] != 1) ++s;
   int64_t e = n - 1;

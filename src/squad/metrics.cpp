@@ -5,7 +5,8 @@
 #include <unordered_map>
 
 #include "qdqbert/error.h"
-#include "squad/text.h"
+#include "text/pystr.h"
+#include "text/utf8.h"
 
 namespace qdqbert::squad {
 
@@ -41,7 +42,7 @@ std::u32string remove_articles(const std::u32string& s) {
 }
 
 std::vector<std::u32string> normalized_tokens(const std::string& s) {
-  std::u32string u = text::lower(text::decode(s, "answer"));
+  std::u32string u = text::lower(text::decode_utf8(s, "squad", "answer"));
   u.erase(std::remove_if(u.begin(), u.end(), is_ascii_punctuation), u.end());
   return text::split(remove_articles(u));
 }
@@ -80,7 +81,7 @@ double f1_from_tokens(const std::vector<std::u32string>& pred, const std::vector
 
 }  // namespace
 
-std::string normalize_answer(const std::string& s) { return text::encode(join(normalized_tokens(s))); }
+std::string normalize_answer(const std::string& s) { return text::encode_utf8(join(normalized_tokens(s))); }
 
 int exact_score(const std::string& prediction, const std::string& ground_truth) {
   return normalize_answer(prediction) == normalize_answer(ground_truth) ? 1 : 0;

@@ -10,7 +10,8 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/atomic_file.h"
-#include "squad/text.h"
+#include "text/pystr.h"
+#include "text/utf8.h"
 
 namespace qdqbert::squad {
 
@@ -63,7 +64,7 @@ PostprocessResult postprocess_qa_predictions(const std::vector<Example>& example
   PostprocessResult result;
   for (size_t e = 0; e < examples.size(); ++e) {
     const Example& ex = examples[e];
-    const std::u32string context = text::decode(ex.context, "context of question id \"" + ex.id + "\"");
+    const std::u32string context = text::decode_utf8(ex.context, "squad", "context of question id \"" + ex.id + "\"");
     std::vector<Candidate> prelim;
     bool have_null = false;
     Candidate min_null{};

@@ -6,6 +6,8 @@
 #include <unordered_set>
 
 #include "qdqbert/error.h"
+#include "text/pystr.h"
+#include "text/utf8.h"
 #include "tokenization/unicode.h"
 
 namespace qdqbert::tokenization {
@@ -14,75 +16,13 @@ using unicode::Char;
 using unicode::Chars;
 
 // ------------------------------------------------------------------------------------------------
-// UTF-8
+// UTF-8 (the public names of qdqbert::text's codec)
 // ------------------------------------------------------------------------------------------------
-std::u32string utf8_to_code_points(std::string_view text) {
-  std::u32string out;
-  out.reserve(text.size());
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char b = s[i];
-    if (b < 0x80) {
-      out.push_back(b);
-      ++i;
-      continue;
-    }
-    size_t len;
-    char32_t cp, min;
-    if ((b & 0xE0) == 0xC0) {
-      len = 2, cp = b & 0x1F, min = 0x80;
-    } else if ((b & 0xF0) == 0xE0) {
-      len = 3, cp = b & 0x0F, min = 0x800;
-    } else if ((b & 0xF8) == 0xF0) {
-      len = 4, cp = b & 0x07, min = 0x10000;
-    } else {
-      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (byte 0x", std::hex, static_cast<int>(b), std::dec,
-           " cannot start a character)");
-    }
-    if (i + len > n) fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (truncated ", len, "-byte sequence)");
-    for (size_t k = 1; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) {
-        fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (bad continuation byte at ", i + k, ")");
-      }
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if (cp < min) fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (overlong encoding)");
-    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      fail("tokenizer: invalid UTF-8 in input text at byte ", i, " (code point U+", std::hex, static_cast<uint32_t>(cp),
-           std::dec, " is not a Unicode scalar value)");
-    }
-    out.push_back(cp);
-    i += len;
-  }
-  return out;
-}
+std::u32string utf8_to_code_points(std::string_view s) { return text::decode_utf8(s, "tokenizer", "input text"); }
 
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
+void append_utf8(std::string& out, char32_t cp) { text::append_utf8(out, cp); }
 
-std::string code_points_to_utf8(std::u32string_view cps) {
-  std::string out;
-  out.reserve(cps.size());
-  for (char32_t c : cps) append_utf8(out, c);
-  return out;
-}
+std::string code_points_to_utf8(std::u32string_view cps) { return text::encode_utf8(cps); }
 
 // ------------------------------------------------------------------------------------------------
 // Impl
@@ -196,14 +136,14 @@ struct BertTokenizer::Impl {
     const size_t n = word.size();
     while (i < n) {
       const char32_t c = word[i].c;
-      if (unicode::is_py_space(c)) {
+      if (text::is_space(c)) {
         ++i;
       } else if (unicode::is_punctuation(c)) {
         wordpiece(word.data() + i, word.data() + i + 1, out);
         ++i;
       } else {
         size_t j = i + 1;
-        while (j < n && !unicode::is_punctuation(word[j].c) && !unicode::is_py_space(word[j].c)) ++j;
+        while (j < n && !unicode::is_punctuation(word[j].c) && !text::is_space(word[j].c)) ++j;
         wordpiece(word.data() + i, word.data() + j, out);
         i = j;
       }
@@ -215,9 +155,9 @@ struct BertTokenizer::Impl {
     size_t i = 0;
     const size_t n = chars.size();
     while (i < n) {
-      while (i < n && unicode::is_py_space(chars[i].c)) ++i;
+      while (i < n && text::is_space(chars[i].c)) ++i;
       size_t j = i;
-      while (j < n && !unicode::is_py_space(chars[j].c)) ++j;
+      while (j < n && !text::is_space(chars[j].c)) ++j;
       if (j > i) f(chars.data() + i, chars.data() + j);
       i = j;
     }
@@ -367,73 +307,7 @@ TokenizedText BertTokenizer::tokenize_with_offsets(std::string_view text) const 
   return out;
 }
 
-Encoding BertTokenizer::encode(std::string_view text, std::optional<std::string_view> text_pair,
-                               const EncodeOptions& options) const {
-  const TokenizedText a = tokenize_with_offsets(text);
-  if (text_pair) {
-    const TokenizedText b = tokenize_with_offsets(*text_pair);
-    return encode_sequences(a, &b, options, impl_->tmpl, impl_->opt.model_max_length);
-  }
-  return encode_sequences(a, nullptr, options, impl_->tmpl, impl_->opt.model_max_length);
-}
-
-namespace {
-void check_pairs(const std::vector<std::string>& texts, const std::vector<std::string>& pairs) {
-  if (!pairs.empty() && pairs.size() != texts.size()) {
-    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
-  }
-}
-}  // namespace
-
-BatchEncoding BertTokenizer::encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs,
-                                          const EncodeOptions& options) const {
-  check_pairs(texts, pairs);
-  BatchEncoding out;
-  EncodeOptions row_options = options;
-  if (options.padding == Padding::Longest) row_options.padding = Padding::None;
-  // transformers resolves truncation=None from the batch-level padding request.
-  if (!options.truncation && options.padding != Padding::None) row_options.truncation = Truncation::None;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    out.encodings.push_back(
-        encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row_options));
-    out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
-  }
-  if (options.padding == Padding::Longest) pad_batch(out.encodings, Padding::Longest, std::nullopt, impl_->tmpl);
-  return out;
-}
-
-BatchEncoding BertTokenizer::encode_windows(std::string_view text, std::optional<std::string_view> text_pair,
-                                            const EncodeOptions& options) const {
-  BatchEncoding out;
-  const TokenizedText a = tokenize_with_offsets(text);
-  std::optional<TokenizedText> b;
-  if (text_pair) b = tokenize_with_offsets(*text_pair);
-  out.encodings = tokenization::encode_windows(a, b ? &*b : nullptr, options, impl_->tmpl, impl_->opt.model_max_length);
-  out.overflow_to_sample_mapping.assign(out.encodings.size(), 0);
-  std::optional<int64_t> ml = options.max_length ? options.max_length : impl_->opt.model_max_length;
-  pad_batch(out.encodings, options.padding, ml, impl_->tmpl);
-  return out;
-}
-
-BatchEncoding BertTokenizer::encode_windows_batch(const std::vector<std::string>& texts,
-                                                  const std::vector<std::string>& pairs,
-                                                  const EncodeOptions& options) const {
-  check_pairs(texts, pairs);
-  BatchEncoding out;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const TokenizedText a = tokenize_with_offsets(texts[i]);
-    std::optional<TokenizedText> b;
-    if (!pairs.empty()) b = tokenize_with_offsets(pairs[i]);
-    auto rows = tokenization::encode_windows(a, b ? &*b : nullptr, options, impl_->tmpl, impl_->opt.model_max_length);
-    for (auto& r : rows) {
-      out.encodings.push_back(std::move(r));
-      out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
-    }
-  }
-  std::optional<int64_t> ml = options.max_length ? options.max_length : impl_->opt.model_max_length;
-  pad_batch(out.encodings, options.padding, ml, impl_->tmpl);
-  return out;
-}
+std::optional<int64_t> BertTokenizer::model_max_length() const { return impl_->opt.model_max_length; }
 
 std::vector<std::string> BertTokenizer::convert_ids_to_tokens(const std::vector<int64_t>& ids,
                                                               bool skip_special_tokens) const {
@@ -474,8 +348,8 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
 std::string py_strip(const std::string& s) {
   std::u32string cps = utf8_to_code_points(s);
   size_t b = 0, e = cps.size();
-  while (b < e && unicode::is_py_space(cps[b])) ++b;
-  while (e > b && unicode::is_py_space(cps[e - 1])) --e;
+  while (b < e && text::is_space(cps[b])) ++b;
+  while (e > b && text::is_space(cps[e - 1])) --e;
   return code_points_to_utf8(std::u32string_view(cps).substr(b, e - b));
 }
 }  // namespace

@@ -302,61 +302,7 @@ TokenizedText SentencePieceTokenizer::tokenize_with_offsets(std::string_view tex
   return impl_->tokenize(text);
 }
 
-Encoding SentencePieceTokenizer::encode(std::string_view text, std::optional<std::string_view> text_pair,
-                                        const EncodeOptions& options) const {
-  const TokenizedText a = impl_->tokenize(text);
-  if (text_pair) {
-    const TokenizedText b = impl_->tokenize(*text_pair);
-    return encode_sequences(a, &b, options, impl_->tmpl, impl_->opt.model_max_length);
-  }
-  return encode_sequences(a, nullptr, options, impl_->tmpl, impl_->opt.model_max_length);
-}
-
-BatchEncoding SentencePieceTokenizer::encode_batch(const std::vector<std::string>& texts,
-                                                   const std::vector<std::string>& pairs,
-                                                   const EncodeOptions& options) const {
-  if (!pairs.empty() && pairs.size() != texts.size())
-    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
-  BatchEncoding out;
-  EncodeOptions row = options;
-  if (options.padding == Padding::Longest) row.padding = Padding::None;
-  if (!options.truncation && options.padding != Padding::None) row.truncation = Truncation::None;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    out.encodings.push_back(
-        encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row));
-    out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
-  }
-  if (options.padding == Padding::Longest) pad_batch(out.encodings, Padding::Longest, std::nullopt, impl_->tmpl);
-  return out;
-}
-
-BatchEncoding SentencePieceTokenizer::encode_windows(std::string_view text, std::optional<std::string_view> text_pair,
-                                                     const EncodeOptions& options) const {
-  std::vector<std::string> t{std::string(text)}, p;
-  if (text_pair) p.emplace_back(*text_pair);
-  return encode_windows_batch(t, p, options);
-}
-
-BatchEncoding SentencePieceTokenizer::encode_windows_batch(const std::vector<std::string>& texts,
-                                                           const std::vector<std::string>& pairs,
-                                                           const EncodeOptions& options) const {
-  if (!pairs.empty() && pairs.size() != texts.size())
-    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
-  BatchEncoding out;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const TokenizedText a = impl_->tokenize(texts[i]);
-    std::optional<TokenizedText> b;
-    if (!pairs.empty()) b = impl_->tokenize(pairs[i]);
-    for (auto& r :
-         tokenization::encode_windows(a, b ? &*b : nullptr, options, impl_->tmpl, impl_->opt.model_max_length)) {
-      out.encodings.push_back(std::move(r));
-      out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
-    }
-  }
-  pad_batch(out.encodings, options.padding, options.max_length ? options.max_length : impl_->opt.model_max_length,
-            impl_->tmpl);
-  return out;
-}
+std::optional<int64_t> SentencePieceTokenizer::model_max_length() const { return impl_->opt.model_max_length; }
 
 std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int32_t> v;

@@ -9,6 +9,67 @@
 
 namespace qdqbert::tokenization {
 
+Encoding Tokenizer::encode(std::string_view text, std::optional<std::string_view> text_pair,
+                           const EncodeOptions& options) const {
+  const TokenizedText a = tokenize_with_offsets(text);
+  if (text_pair) {
+    const TokenizedText b = tokenize_with_offsets(*text_pair);
+    return encode_sequences(a, &b, options, post_processor(), model_max_length());
+  }
+  return encode_sequences(a, nullptr, options, post_processor(), model_max_length());
+}
+
+namespace {
+void check_pairs(const std::vector<std::string>& texts, const std::vector<std::string>& pairs) {
+  if (!pairs.empty() && pairs.size() != texts.size()) {
+    fail("tokenizer: batch of ", texts.size(), " texts but ", pairs.size(), " text pairs");
+  }
+}
+}  // namespace
+
+BatchEncoding Tokenizer::encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs,
+                                      const EncodeOptions& options) const {
+  check_pairs(texts, pairs);
+  BatchEncoding out;
+  EncodeOptions row_options = options;
+  if (options.padding == Padding::Longest) row_options.padding = Padding::None;
+  // transformers resolves truncation=None from the batch-level padding request.
+  if (!options.truncation && options.padding != Padding::None) row_options.truncation = Truncation::None;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    out.encodings.push_back(
+        encode(texts[i], pairs.empty() ? std::nullopt : std::optional<std::string_view>(pairs[i]), row_options));
+    out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
+  }
+  if (options.padding == Padding::Longest) pad_batch(out.encodings, Padding::Longest, std::nullopt, post_processor());
+  return out;
+}
+
+BatchEncoding Tokenizer::encode_windows(std::string_view text, std::optional<std::string_view> text_pair,
+                                        const EncodeOptions& options) const {
+  std::vector<std::string> texts{std::string(text)}, pairs;
+  if (text_pair) pairs.emplace_back(*text_pair);
+  return encode_windows_batch(texts, pairs, options);
+}
+
+BatchEncoding Tokenizer::encode_windows_batch(const std::vector<std::string>& texts,
+                                              const std::vector<std::string>& pairs,
+                                              const EncodeOptions& options) const {
+  check_pairs(texts, pairs);
+  BatchEncoding out;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const TokenizedText a = tokenize_with_offsets(texts[i]);
+    std::optional<TokenizedText> b;
+    if (!pairs.empty()) b = tokenize_with_offsets(pairs[i]);
+    for (auto& r : tokenization::encode_windows(a, b ? &*b : nullptr, options, post_processor(), model_max_length())) {
+      out.encodings.push_back(std::move(r));
+      out.overflow_to_sample_mapping.push_back(static_cast<int64_t>(i));
+    }
+  }
+  pad_batch(out.encodings, options.padding, options.max_length ? options.max_length : model_max_length(),
+            post_processor());
+  return out;
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -1,10 +1,13 @@
-// Unicode helpers of the tokenizers: every property comes from utf8proc; only BERT's own definitions
-// (its CJK ranges and its ASCII punctuation rule) are spelled out here.
+// Unicode helpers of the tokenizers: BERT's character classes, span-keeping lower-casing, NFD and NFC. Every
+// property comes from utf8proc; only BERT's own definitions (its CJK ranges and its ASCII punctuation rule) are
+// spelled out here.
 #include "tokenization/unicode.h"
 
 #include <utf8proc.h>
 
 #include <algorithm>
+
+#include "text/pystr.h"
 
 namespace qdqbert::tokenization::unicode {
 namespace {
@@ -80,13 +83,6 @@ bool is_whitespace(char32_t c) {
   return category(c) == UTF8PROC_CATEGORY_ZS;
 }
 
-bool is_py_space(char32_t c) {
-  if (c < 0x80) return c == U' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F);
-  if (category(c) == UTF8PROC_CATEGORY_ZS) return true;
-  const int bidi = utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->bidi_class;
-  return bidi == UTF8PROC_BIDI_CLASS_WS || bidi == UTF8PROC_BIDI_CLASS_B || bidi == UTF8PROC_BIDI_CLASS_S;
-}
-
 bool is_punctuation(char32_t c) {
   if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
   if (c < 0x80) return false;
@@ -103,16 +99,9 @@ bool is_cjk(char32_t c) {
 bool is_mn(char32_t c) { return c >= 0x300 && category(c) == UTF8PROC_CATEGORY_MN; }
 
 void lower_into(const Char& ch, Chars& out) {
-  if (ch.c < 0x80) {
-    out.push_back(Char{(ch.c >= U'A' && ch.c <= U'Z') ? ch.c + 32 : ch.c, ch.start, ch.end});
-    return;
-  }
-  if (ch.c == 0x130) {  // the one unconditional multi-character lowercase mapping (SpecialCasing.txt)
-    out.push_back(Char{U'i', ch.start, ch.end});
-    out.push_back(Char{0x307, ch.start, ch.end});
-    return;
-  }
-  out.push_back(Char{static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(ch.c))), ch.start, ch.end});
+  char32_t l[2];
+  const int n = text::lower_char(ch.c, l);
+  for (int i = 0; i < n; ++i) out.push_back(Char{l[i], ch.start, ch.end});
 }
 
 Chars nfd(const Chars& in) {

@@ -1,30 +1,15 @@
 #include "qdqbert/workflow/embed.h"
 
 #include <torch/torch.h>
-#include <utf8proc.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/tensors.h"
+#include "text/utf8.h"
 
 namespace qdqbert::workflow {
-
-namespace {
-// Byte offset of the first invalid UTF-8 sequence (utf8proc's validating decoder), or npos.
-size_t invalid_utf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    utf8proc_int32_t cp = 0;
-    const auto n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i),
-                                    static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
-    if (n <= 0) return i;
-    i += static_cast<size_t>(n);
-  }
-  return std::string::npos;
-}
-}  // namespace
 
 std::vector<std::string> read_text_lines(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -35,8 +20,8 @@ std::vector<std::string> read_text_lines(const std::string& path) {
   while (std::getline(in, line)) {
     ++n;
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    const size_t bad = invalid_utf8(line);
-    QDQBERT_CHECK(bad == std::string::npos, "text file '", path, "' line ", n, ": invalid UTF-8 at byte ", bad + 1);
+    const auto bad = text::find_invalid_utf8(line);
+    QDQBERT_CHECK(!bad, "text file '", path, "' line ", n, ": invalid UTF-8 at byte ", bad->byte + 1);
     lines.push_back(line);
   }
   QDQBERT_CHECK(!lines.empty(), "text file '", path, "' is empty");

@@ -22,6 +22,7 @@ struct EmbedArgs {
 };
 
 void run(const EmbedArgs& a) {
+  check_output_is_not_input("--output", a.output, {{"--model", a.model}, {"--text-file", a.text_file}});
   set_threads(a.threads);
   auto lines = workflow::read_text_lines(a.text_file);
   const auto tok = tokenization::load_tokenizer(a.model);
@@ -63,8 +64,8 @@ Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for eac
                 app.add_flag("--export-mode", a->export_mode,
                              "fake quant as the exported ONNX graph computes it (full range [-128, 127])");
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")
-                    ->check(CLI::Range(3, 100000));
-                app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(CLI::PositiveNumber);
+                    ->check(int_range(3, kMaxLength));
+                app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(int_range(1, kMaxBatchSize));
                 add_threads_option(app, a->threads);
                 app.final_callback([a] { run(*a); });
               }});

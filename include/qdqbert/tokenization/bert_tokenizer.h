@@ -91,17 +91,8 @@ class BertTokenizer : public Tokenizer {
   /// tokenize() plus ids and code-point offsets of every token.
   TokenizedText tokenize_with_offsets(std::string_view text) const override;
 
-  /// Default (slow-tokenizer) encoding of a text or text pair.
-  Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                  const EncodeOptions& options = {}) const override;
-  /// Default encoding of a batch (`pairs` empty or as long as `texts`); padding spans the batch.
-  BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                             const EncodeOptions& options = {}) const override;
-  /// Windowed (fast-tokenizer) encoding: see the file comment.
-  BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                               const EncodeOptions& options = {}) const override;
-  BatchEncoding encode_windows_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                                     const EncodeOptions& options = {}) const override;
+  // encode / encode_batch / encode_windows / encode_windows_batch: the shared ones of Tokenizer.
+  std::optional<int64_t> model_max_length() const override;
 
   /// `tokenizer.decode(ids, skip_special_tokens, clean_up_tokenization_spaces)`.
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false,

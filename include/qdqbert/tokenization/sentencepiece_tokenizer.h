@@ -52,14 +52,9 @@ class SentencePieceTokenizer : public Tokenizer {
 
   std::vector<std::string> tokenize(std::string_view text) const override;
   TokenizedText tokenize_with_offsets(std::string_view text) const override;
-  Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                  const EncodeOptions& options = {}) const override;
-  BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                             const EncodeOptions& options = {}) const override;
-  BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                               const EncodeOptions& options = {}) const override;
-  BatchEncoding encode_windows_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                                     const EncodeOptions& options = {}) const override;
+  // encode / encode_batch / encode_windows / encode_windows_batch: the shared ones of Tokenizer.
+  std::optional<int64_t> model_max_length() const override;
+
   /// sentencepiece's Decode (control pieces such as cls/sep/pad are dropped by sentencepiece).
   std::string decode(const std::vector<int64_t>& ids) const;
   std::vector<std::string> convert_ids_to_tokens(const std::vector<int64_t>& ids) const;

@@ -23,18 +23,20 @@ class Tokenizer {
   virtual std::vector<std::string> tokenize(std::string_view text) const = 0;
   /// tokenize() plus ids and code-point offsets of every token.
   virtual TokenizedText tokenize_with_offsets(std::string_view text) const = 0;
-  /// Default encoding of a text or text pair.
-  virtual Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                          const EncodeOptions& options = {}) const = 0;
+  /// Default encoding of a text or text pair: tokenize_with_offsets() of each, then the post-processor's
+  /// template with truncation and padding (template.h). The same for every tokenizer.
+  Encoding encode(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
+                  const EncodeOptions& options = {}) const;
   /// Default encoding of a batch (`pairs` empty or as long as `texts`); padding spans the batch.
-  virtual BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
-                                     const EncodeOptions& options = {}) const = 0;
+  BatchEncoding encode_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
+                             const EncodeOptions& options = {}) const;
   /// Windowed (fast-tokenizer) encoding: overflowing windows overlapping by options.stride tokens.
-  virtual BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
-                                       const EncodeOptions& options = {}) const = 0;
-  virtual BatchEncoding encode_windows_batch(const std::vector<std::string>& texts,
-                                             const std::vector<std::string>& pairs = {},
-                                             const EncodeOptions& options = {}) const = 0;
+  BatchEncoding encode_windows(std::string_view text, std::optional<std::string_view> text_pair = std::nullopt,
+                               const EncodeOptions& options = {}) const;
+  BatchEncoding encode_windows_batch(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {},
+                                     const EncodeOptions& options = {}) const;
+  /// tokenizer_config.json's model_max_length (std::nullopt: unbounded), the default max_length.
+  virtual std::optional<int64_t> model_max_length() const = 0;
   /// The id of `token`, or std::nullopt.
   virtual std::optional<int64_t> token_to_id(const std::string& token) const = 0;
   /// The token of `id` (the unknown token for an id outside the vocabulary).
