@@ -7,6 +7,7 @@
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
 namespace qdqbert {
@@ -85,12 +86,8 @@ void read_opt(const json& j, const char* key, std::optional<T>& out, const std::
 }  // namespace
 
 Config Config::from_json_string(const std::string& text, const std::string& src) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("config '", src, "': invalid JSON: ", e.what());
-  }
+  // Syntax errors read "config '<src>': invalid JSON: ...".
+  json j = parse_json(text, "config '" + src + "'");
   QDQBERT_CHECK(j.is_object(), "config '", src, "': expected a JSON object");
   Config c;
   read(j, "vocab_size", c.vocab_size, src);
@@ -155,7 +152,7 @@ Config Config::from_json_file(const std::string& path) {
 }
 
 std::string Config::to_json_string() const {
-  json j = json::parse(raw_json);
+  json j = parse_json(raw_json, "config raw_json");
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
   j["num_hidden_layers"] = num_hidden_layers;

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "model_util.h"
+#include "process_util.h"
 #include "qdqbert/workflow/quant_config.h"
 
 namespace qt = qdqbert::testing;
@@ -14,21 +15,17 @@ using namespace qdqbert;
 
 namespace {
 
-std::string cli() { return std::string(QDQBERT_BINARY_DIR) + "/tools/cli/qdqbert-cli"; }
+std::string cli() { return qt::cli_binary(); }
 
 struct CliRun {
   int rc;
   std::string out;
 };
 
+// rc as pclose reports it (non-zero on any failure).
 CliRun run_cli(const std::string& args) {
-  const std::string cmd = cli() + " " + args + " 2>&1";
-  CliRun r{0, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) r.out.append(buf, n);
-  r.rc = pclose(p);
-  return r;
+  const qt::ProcessRun r = qt::run_command(cli() + " " + args);
+  return {r.rc == 0 ? 0 : (r.rc > 0 ? r.rc : 128 + r.signal), r.out};
 }
 
 std::string tmpdir(const std::string& name) {

@@ -393,7 +393,7 @@ TEST(MiniLM, QatRefusesBadInputWithOneLineAndWritesNothing) {
       {base + " --teacher " + m + " --lr -1 --output " + t + "/out", "--lr"},
       {base + " --teacher " + m + " --steps 0 --output " + t + "/out", "--steps"},
       {base + " --teacher " + m + " --output " + t + "/good.txt/out", "cannot"},
-      {base + " --teacher " + m + " --output " + m, "must not be the --model folder"},
+      {base + " --teacher " + m + " --output " + m, "is the same folder as --model"},
       {base + " --teacher " + m + " --output " + t + "/out", "no amax"},  // an uncalibrated student
   };
   for (const auto& [args, expect] : cases) {

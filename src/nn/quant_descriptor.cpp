@@ -8,6 +8,7 @@
 #include <set>
 
 #include "qdqbert/error.h"
+#include "qdqbert/json.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
 namespace qdqbert::nn {
@@ -180,9 +181,9 @@ std::string QuantDescriptor::to_json_string(int indent) const {
 QuantDescriptor QuantDescriptor::from_json_string(const std::string& text) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("QuantDescriptor JSON: parse error: ", e.what());
+    j = parse_json(text, "QuantDescriptor JSON");
+  } catch (const JsonSyntaxError& e) {
+    fail("QuantDescriptor JSON: parse error: ", e.parser_message());
   }
   QuantDescriptor d;
   from_json(j, d);

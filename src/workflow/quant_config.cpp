@@ -11,6 +11,7 @@
 #include "qdqbert/error.h"
 #include "qdqbert/io/file.h"
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/json.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
 
 namespace qdqbert::workflow {
@@ -18,12 +19,8 @@ namespace qdqbert::workflow {
 using nlohmann::json;
 
 QuantConfig QuantConfig::from_json_string(const std::string& text, const std::string& src) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("quant config '", src, "': invalid JSON: ", e.what());
-  }
+  // Syntax errors read "quant config '<src>': invalid JSON: ...".
+  json j = parse_json(text, "quant config '" + src + "'");
   QDQBERT_CHECK(j.is_object(), "quant config '", src, "': expected a JSON object");
   QuantConfig c;
   for (const auto& [k, v] : j.items()) {

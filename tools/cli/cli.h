@@ -3,6 +3,7 @@
 // one never touches main.cpp. Errors are exceptions; main prints them as one line and exits 1.
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -32,6 +33,22 @@ void set_threads(int threads);
 
 /// Adds --threads to a subcommand.
 void add_threads_option(CLI::App& app, int& threads);
+
+/// Upper bounds of the size flags (a typo such as --threads 100000 must not take the machine down).
+constexpr int64_t kMaxThreads = 1024;
+constexpr int64_t kMaxBatchSize = 4096;
+constexpr int64_t kMaxLength = 65536;    ///< tokens; no BERT-family checkpoint has more positions
+constexpr int64_t kMaxNumBins = 1 << 20;  ///< histogram bins per quantizer (Python's default is 2048)
+
+/// A CLI11 validator for a whole number in [lo, hi], with a message of ours: "must be a whole number from
+/// 1 to 4096, got 0" (CLI11 prefixes the option name).
+CLI::Validator int_range(int64_t lo, int64_t hi);
+
+/// Refuses an output path that names one of the inputs (the same file or folder after resolving `.`,
+/// `..` and symbolic links), before anything is read or written: "--output 'x.json' is the same file as
+/// --requests 'x.json'; refusing to overwrite an input". Empty paths are ignored.
+void check_output_is_not_input(const std::string& output_flag, const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs);
 
 /// Adds --strict: every checkpoint key must match the model (default: a pretrained encoder under any head,
 /// missing head weights initialized and reported, as Hugging Face's from_pretrained does).

@@ -35,6 +35,8 @@ std::vector<ModelInputs> calibration_batches(const CalibArgs& a) {
 }
 
 void run(const CalibArgs& a) {
+  check_output_is_not_input("--output", a.output,
+                            {{"--model", a.model}, {"--calib-data", a.calib_data}, {"--calib-text", a.calib_text}});
   set_threads(a.threads);
   const std::vector<ModelInputs> batches = calibration_batches(a);
   io::PretrainedOptions options;
@@ -87,15 +89,15 @@ Register reg({"calibrate", "Calibrate quantizers (max, percentile, mse, entropy)
                 app.add_option("--calib-text", a->calib_text,
                                "UTF-8 text, one input per line, tokenized with the checkpoint's tokenizer")
                     ->excludes(data);
-                app.add_option("--calib-lines", a->calib_lines, "--calib-text lines to use")->check(CLI::PositiveNumber);
-                app.add_option("--batch-size", a->batch_size, "--calib-text lines per batch")->check(CLI::Range(1, 4096));
+                app.add_option("--calib-lines", a->calib_lines, "--calib-text lines to use")->check(int_range(1, 1 << 30));
+                app.add_option("--batch-size", a->batch_size, "--calib-text lines per batch")->check(int_range(1, kMaxBatchSize));
                 app.add_option("--max-length", a->max_length, "--calib-text: truncate to this many tokens")
                     ->check(CLI::Range(3, 512));
                 app.add_option("--method", a->method, "max, percentile, mse or entropy")
                     ->check(CLI::IsMember({"max", "percentile", "mse", "entropy"}));
                 app.add_option("--percentile", a->percentile, "percentile for --method percentile")
                     ->check(CLI::Range(0.0, 100.0));
-                app.add_option("--num-bins", a->num_bins, "histogram bins")->check(CLI::PositiveNumber);
+                app.add_option("--num-bins", a->num_bins, "histogram bins")->check(int_range(1, kMaxNumBins));
                 app.add_option("--start-bin", a->start_bin, "first candidate bin (mse, entropy)")
                     ->check(CLI::NonNegativeNumber);
                 app.add_option("--stride", a->stride, "candidate stride (mse, entropy)")->check(CLI::PositiveNumber);

@@ -38,6 +38,7 @@ ModelInputs inputs_with_prefix(const std::map<std::string, at::Tensor>& all, con
 }
 
 void run(const InferArgs& a) {
+  check_output_is_not_input("--output", a.output, {{"--model", a.model}, {"--inputs", a.inputs}});
   set_threads(a.threads);
   torch::NoGradGuard no_grad;
   const torch::Device device(a.device);

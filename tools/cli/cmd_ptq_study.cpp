@@ -19,6 +19,8 @@ struct StudyArgs {
 };
 
 void run(const StudyArgs& a) {
+  check_output_is_not_input("--output", a.output,
+                            {{"--model", a.model}, {"--calib-text", a.calib_text}, {"--eval-text", a.eval_text}});
   set_threads(a.threads);
   workflow::PtqStudyOptions o;
   o.model_dir = a.model;
@@ -43,11 +45,11 @@ Register reg({"ptq-study", "Calibrator sweep, per-group sensitivity and greedy p
                 app.add_option("--eval-text", a->eval_text, "UTF-8 text for evaluation (disjoint from calib)")
                     ->required();
                 app.add_option("--output", a->output, "report folder")->required();
-                app.add_option("--calib-lines", a->calib_lines, "calibration lines to use")->check(CLI::PositiveNumber);
+                app.add_option("--calib-lines", a->calib_lines, "calibration lines to use")->check(int_range(1, 1 << 30));
                 app.add_option("--eval-lines", a->eval_lines, "evaluation lines to use (0 = all)");
                 app.add_option("--target-cosine", a->target, "5th-percentile cosine to reach")->check(CLI::Range(0.0, 1.0));
-                app.add_option("--max-length", a->max_length)->check(CLI::Range(3, 100000));
-                app.add_option("--batch-size", a->batch_size)->check(CLI::PositiveNumber);
+                app.add_option("--max-length", a->max_length)->check(int_range(3, kMaxLength));
+                app.add_option("--batch-size", a->batch_size)->check(int_range(1, kMaxBatchSize));
                 add_threads_option(app, a->threads);
                 app.final_callback([a] { run(*a); });
               }});

@@ -75,8 +75,9 @@ void print_progress(const workflow::DistillProgress& p) {
 
 void run(const QatArgs& a) {
   set_threads(a.threads);
-  QDQBERT_CHECK(fs::absolute(a.model).lexically_normal() != fs::absolute(a.output).lexically_normal(),
-                "--output must not be the --model folder '", a.model, "'");
+  check_output_is_not_input("--output", a.output,
+                            {{"--model", a.model}, {"--teacher", a.teacher}, {"--train-text", a.train_text},
+                             {"--eval-text", a.eval_text}});
   // Everything is written into a staging folder, renamed into place at the very end: a failed or killed
   // run never leaves a half-written checkpoint at --output. Created first, so an unwritable place fails
   // before minutes of training.
@@ -163,7 +164,7 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                 app.add_option("--epochs", a->epochs, "passes over the training text (default 1)")
                     ->check(CLI::PositiveNumber)
                     ->excludes(steps);
-                app.add_option("--batch-size", a->batch_size, "lines per step")->check(CLI::Range(1, 4096));
+                app.add_option("--batch-size", a->batch_size, "lines per step")->check(int_range(1, kMaxBatchSize));
                 app.add_option("--lr", a->lr, "AdamW learning rate")->check(CLI::PositiveNumber);
                 app.add_option("--warmup-ratio", a->warmup_ratio, "share of the steps for linear warmup")
                     ->check(CLI::Range(0.0, 0.99));

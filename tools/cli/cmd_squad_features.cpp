@@ -20,6 +20,7 @@ struct FeatArgs {
 };
 
 void run_features(FeatArgs a) {
+  check_output_is_not_input("--output", a.output, {{"--data", a.data}, {"--tokenizer", a.tokenizer}});
   a.opt.pad_to_max_length = !a.no_pad;
   const squad::Dataset ds = squad::read_squad(a.data);
   if (!a.v2) {
@@ -54,7 +55,7 @@ Register reg{{"squad-features", "SQuAD feature windows (max_seq_length / doc_str
                     ->check(CLI::ExistingPath);
                 app.add_option("--max-seq-length", args->opt.max_seq_length, "tokens per window")
                     ->capture_default_str()
-                    ->check(CLI::PositiveNumber);
+                    ->check(int_range(1, kMaxLength));
                 app.add_option("--doc-stride", args->opt.doc_stride, "context tokens shared by consecutive windows")
                     ->capture_default_str()
                     ->check(CLI::NonNegativeNumber);

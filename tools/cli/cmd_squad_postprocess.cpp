@@ -19,6 +19,11 @@ struct PostArgs {
 };
 
 void run_postprocess(const PostArgs& a) {
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"--data", a.data}, {"--features", a.features}, {"--logits", a.logits}};
+  check_output_is_not_input("--output", a.output, inputs);
+  check_output_is_not_input("--nbest-output", a.nbest_output, inputs);
+  check_output_is_not_input("--nbest-output", a.nbest_output, {{"--output", a.output}});
   const squad::Dataset ds = squad::read_squad(a.data);
   const auto features = squad::read_validation_features(a.features);
   const auto [start, end] = squad::read_logits(a.logits);

@@ -48,6 +48,7 @@ void run(const TokenizeArgs& a) {
   const tok::BertTokenizer t = tok::BertTokenizer::from_pretrained(a.tokenizer);
   if (!a.requests.empty()) {
     if (a.output.empty()) fail("--requests needs --output");
+    check_output_is_not_input("--output", a.output, {{"--requests", a.requests}, {"--tokenizer", a.tokenizer}});
     std::ifstream in(a.requests, std::ios::binary);
     if (!in) fail("cannot open requests file '", a.requests, "'");
     tok::RequestRunner runner(t);
@@ -102,7 +103,7 @@ const Register reg{Subcommand{
           ->required();
       app.add_option("--text", a->text, "text to encode");
       app.add_option("--text-pair", a->text_pair, "second text of a pair");
-      app.add_option("--max-length", a->max_length, "max_length of the Python call");
+      app.add_option("--max-length", a->max_length, "max_length of the Python call")->check(int_range(0, kMaxLength));
       app.add_option("--truncation", a->truncation, "longest_first | only_first | only_second | do_not_truncate");
       app.add_option("--padding", a->padding, "longest | max_length | do_not_pad");
       app.add_option("--stride", a->stride, "tokens shared by consecutive overflow windows");

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <stdexcept>
 #include <iostream>
 
 #include "cli.h"
@@ -21,7 +23,42 @@ void set_threads(int threads) {
 }
 void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "LibTorch intra-op threads (default: LibTorch's own default)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(int_range(0, kMaxThreads));
+}
+CLI::Validator int_range(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        const std::string why = "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                                ", got '" + v + "'";
+        if (v.empty() || v.size() > 20) return why;
+        size_t used = 0;
+        long long n = 0;
+        try {
+          n = std::stoll(v, &used, 10);
+        } catch (const std::exception&) {
+          return why;
+        }
+        return used == v.size() && n >= lo && n <= hi ? std::string() : why;
+      },
+      "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+void check_output_is_not_input(const std::string& output_flag, const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs) {
+  namespace fs = std::filesystem;
+  if (output.empty()) return;
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(output, ec);
+  for (const auto& [flag, in] : inputs) {
+    if (in.empty()) continue;
+    std::error_code ec2;
+    const fs::path p = fs::weakly_canonical(in, ec2);
+    const bool same = (!ec && !ec2 && out == p) || fs::equivalent(output, in, ec2);
+    if (same) {
+      throw std::invalid_argument(output_flag + " '" + output + "' is the same " +
+                                  (fs::is_directory(in, ec2) ? "folder" : "file") + " as " + flag + " '" + in +
+                                  "'; refusing to overwrite an input");
+    }
+  }
 }
 void add_strict_flag(CLI::App& app, bool& strict) {
   app.add_flag("--strict", strict,
