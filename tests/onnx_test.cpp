@@ -6,39 +6,13 @@
 #include <filesystem>
 
 #include "model_util.h"
+#include "onnx_util.h"
 #include "qdqbert/onnx/export.h"
 #include "qdqbert/workflow/calibrate.h"
 
 namespace qt = qdqbert::testing;
 namespace fs = std::filesystem;
 using namespace qdqbert;
-
-namespace {
-
-ModelInputs random_inputs(int64_t batch, int64_t seq, bool choices) {
-  ModelInputs in;
-  std::vector<int64_t> shape = choices ? std::vector<int64_t>{batch, 3, seq} : std::vector<int64_t>{batch, seq};
-  in.input_ids = torch::randint(2, 103, shape, torch::kLong);
-  in.attention_mask = torch::ones(shape, torch::kLong);
-  in.attention_mask.select(-1, seq - 1).zero_();  // right padding in the last position
-  in.token_type_ids = torch::zeros(shape, torch::kLong);
-  in.token_type_ids.slice(-1, seq / 2).fill_(1);
-  return in;
-}
-
-std::string python_check(const std::string& dir, double atol, double all_atol, int64_t expect_q) {
-  const std::string cmd = "python3 " + std::string(QDQBERT_SOURCE_DIR) + "/tests/onnx/check_onnx.py " + dir +
-                          " --atol " + std::to_string(atol) + " --all-atol " + std::to_string(all_atol) +
-                          " --expect-q " + std::to_string(expect_q) + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int rc = pclose(p);
-  return (rc == 0 ? "OK " : "FAIL ") + out;
-}
-
-}  // namespace
 
 class OnnxExport : public ::testing::TestWithParam<std::string> {};
 
@@ -52,37 +26,18 @@ void export_and_check(const std::string& task, const onnx::ExportOptions& opts, 
   auto model = create_model(task, cfg);
   model->module().eval();
   const bool mc = task == "multiple-choice";
-  std::vector<ModelInputs> calib = {random_inputs(4, 16, mc), random_inputs(4, 16, mc)};
+  std::vector<ModelInputs> calib = {qt::random_onnx_inputs(cfg, 4, 16, mc), qt::random_onnx_inputs(cfg, 4, 16, mc)};
   workflow::calibrate(*model, calib);
-  onnx::set_export_mode(*model, true);
-  ModelInputs in = random_inputs(2, 12, mc);
-  torch::NoGradGuard g;
-  ModelOutput out = model->run(in);
-  std::string safe = tag;
-  std::replace(safe.begin(), safe.end(), ' ', '_');
-  const std::string dir = (fs::temp_directory_path() / ("qdqbert_onnx_" + safe + std::to_string(::getpid()))).string();
-  fs::create_directories(dir);
-  auto report = onnx::export_model(*model, dir + "/model.onnx", opts);
+  const std::string dir = qt::onnx_scratch(tag);
   const int64_t expect_q = (opts.fold_weights ? 14 : 20) * cfg.num_hidden_layers;
+  auto report = qt::write_onnx_case(*model, task, qt::random_onnx_inputs(cfg, 2, 12, mc), dir, opts, expect_q);
   EXPECT_EQ(report.quantize_linear, expect_q) << "20 Q/DQ pairs per encoder layer (14 with folded weights)";
   EXPECT_EQ(report.enabled_quantizers, 20 * cfg.num_hidden_layers);
-  io::save_safetensors(dir + "/inputs.safetensors", std::map<std::string, at::Tensor>{
-                                                        {"input_ids", in.input_ids},
-                                                        {"attention_mask", in.attention_mask},
-                                                        {"token_type_ids", in.token_type_ids}});
-  std::map<std::string, at::Tensor> expected;
-  for (auto& [k, v] : out.flatten()) {
-    for (const auto& n : onnx::output_names(task)) {
-      if (k == n) expected[k] = v;
-    }
-  }
-  ASSERT_EQ(expected.size(), onnx::output_names(task).size());
-  io::save_safetensors(dir + "/expected.safetensors", expected);
   // Bounds: BASIC and the reference evaluator compute x / scale where torch computes x * (1 / scale);
   // an element sitting on a rounding boundary may flip by one int8 step. ORT_ENABLE_ALL: see README.
   // Measured on this machine: both exact engines within ~2e-6 of LibTorch, ORT_ENABLE_ALL too on these
   // small models (its int8 saturation shows on wide layers; see README and bench/bench_onnx).
-  const std::string r = python_check(dir, 1e-5, 1e-4, expect_q);
+  const std::string r = qt::check_onnx_dirs({dir}, 1e-5, 1e-4);
   EXPECT_EQ(r.rfind("OK", 0), 0u) << r;
   std::cout << "[" << tag << "] " << r;
   fs::remove_all(dir);

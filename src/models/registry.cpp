@@ -12,8 +12,9 @@ std::shared_ptr<TaskModel> make(const Config& config) {
 }
 }  // namespace
 
-const std::vector<TaskSpec>& task_registry() {
-  static const std::vector<TaskSpec> registry = {
+namespace {
+std::deque<TaskSpec>& registry_rows() {
+  static std::deque<TaskSpec> registry = {
       {"base", "QDQBertModel", "BertModel", {"last_hidden_state", "pooler_output"}, &make<QDQBertModelImpl>},
       {"causal-lm", "QDQBertLMHeadModel", "BertLMHeadModel", {"logits"}, &make<QDQBertLMHeadModelImpl>},
       {"masked-lm", "QDQBertForMaskedLM", "BertForMaskedLM", {"logits"}, &make<QDQBertForMaskedLMImpl>},
@@ -30,6 +31,22 @@ const std::vector<TaskSpec>& task_registry() {
   };
   return registry;
 }
+}  // namespace
+
+const std::deque<TaskSpec>& task_registry() { return registry_rows(); }
+
+void register_task(TaskSpec spec) {
+  TORCH_CHECK_VALUE(!spec.task.empty() && !spec.class_name.empty() && !spec.outputs.empty() && spec.create,
+                    "register_task: task '", spec.task, "' needs a task name, a class name, outputs and a factory");
+  for (const auto& s : registry_rows()) {
+    for (const std::string* name : {&spec.task, &spec.class_name, &spec.bert_class}) {
+      if (name->empty()) continue;
+      TORCH_CHECK_VALUE(*name != s.task && *name != s.class_name && *name != s.bert_class, "register_task: '", *name,
+                        "' is already registered (task '", s.task, "', class ", s.class_name, ")");
+    }
+  }
+  registry_rows().push_back(std::move(spec));
+}
 
 const TaskSpec& task_spec(const std::string& task) {
   for (const auto& s : task_registry()) {
@@ -40,13 +57,10 @@ const TaskSpec& task_spec(const std::string& task) {
   TORCH_CHECK_VALUE(false, "unknown task '", task, "' (expected one of: ", all, ")");
 }
 
-const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& s : task_registry()) out.push_back(s.task);
-    return out;
-  }();
-  return names;
+std::vector<std::string> task_names() {
+  std::vector<std::string> out;
+  for (const auto& s : task_registry()) out.push_back(s.task);
+  return out;
 }
 
 std::shared_ptr<TaskModel> create_model(const std::string& task, const Config& config) {

@@ -12,6 +12,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -345,8 +346,9 @@ class QDQBertForQuestionAnsweringImpl : public QDQBertHead<QDQBertForQuestionAns
 TORCH_MODULE(QDQBertForQuestionAnswering);
 
 /// One row of the task registry: everything the layers above need to know about a model class.
-/// Adding a head = its class above + one row in task_registry() (src/models/registry.cpp); io, onnx and
-/// the CLI read this table.
+/// Adding a head = its class above + one row in task_registry() (src/models/registry.cpp), or, for a head
+/// defined outside the library, one register_task() call; io (from_pretrained by `architectures`), the
+/// CLI (`--task`) and the ONNX exporter (a graph per task name, src/onnx/export.cpp) read this table.
 struct TaskSpec {
   std::string task;                  ///< CLI task name, e.g. "question-answering"
   std::string class_name;            ///< Python class, e.g. "QDQBertForQuestionAnswering"
@@ -354,14 +356,19 @@ struct TaskSpec {
   std::vector<std::string> outputs;  ///< output fields of a forward without labels (= the ONNX graph outputs)
   std::shared_ptr<TaskModel> (*create)(const Config& config);
 };
-/// Every model class, in the order of modeling_qdqbert.py.
-const std::vector<TaskSpec>& task_registry();
+/// Every model class, in the order of modeling_qdqbert.py, then the ones added by register_task().
+/// A deque: rows never move, so references from task_spec() stay valid across registrations.
+const std::deque<TaskSpec>& task_registry();
+/// Adds a head defined outside the library (e.g. a user's task model). Error if the task, class or alias
+/// name is already taken or a field is empty. Call it before the registry is used from several threads
+/// (registration is not synchronised with readers).
+void register_task(TaskSpec spec);
 /// The row of `task`; error listing the known tasks.
 const TaskSpec& task_spec(const std::string& task);
 
 /// The task names of `qdqbert-cli` (base, masked-lm, causal-lm, sequence-classification,
 /// next-sentence-prediction, multiple-choice, token-classification, question-answering).
-const std::vector<std::string>& task_names();
+std::vector<std::string> task_names();
 /// Builds the model class of `task` (randomly initialised like Python); error for unknown tasks.
 std::shared_ptr<TaskModel> create_model(const std::string& task, const Config& config);
 /// Python class name (QDQBert* or the plain Bert* alias) → task name
