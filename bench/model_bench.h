@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,10 +39,13 @@ struct ForwardMedians {
 /// `rounds` rounds of (fp32, quant), so drift in the machine's load hits both alike; the median of each.
 /// Two models rather than one toggled: toggling a quantizer invalidates QuantLinear's fake-quantized
 /// weight cache, and the fake-quant time would then include re-quantizing every weight each round.
-inline ForwardMedians interleaved_medians(TaskModel& fp32, TaskModel& quant, const ModelInputs& in, int rounds) {
+/// `sync` runs after each forward inside the timed region (a device synchronize for GPU models).
+inline ForwardMedians interleaved_medians(TaskModel& fp32, TaskModel& quant, const ModelInputs& in, int rounds,
+                                          const std::function<void()>& sync = {}) {
   auto run_ms = [&](TaskModel& m) {
     const auto t0 = std::chrono::steady_clock::now();
     m.run(in);
+    if (sync) sync();
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
   auto median = [](std::vector<double> t) {
