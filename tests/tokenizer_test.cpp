@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 #include "qdqbert/tokenization/request.h"
+#include "qdqbert/tokenization/template.h"
 #include "qdqbert/tokenization/tensors.h"
 #include "test_config.h"
 
@@ -360,6 +362,30 @@ TEST(TokenizerErrors, ImpossibleTruncation) {
   EXPECT_THROW(t.encode_windows("a b", std::string_view("c d"), o), qdqbert::Error);
   o.max_length = -1;
   EXPECT_THROW(t.encode("a b", std::nullopt, o), qdqbert::Error);
+}
+
+// padding=max_length with a huge max_length (a typo, a hostile request or tokenizer_config.json) is refused
+// by name before anything is allocated, single and batched; the cap itself still pads.
+TEST(TokenizerErrors, PaddingToAHugeMaxLengthIsRefused) {
+  const auto t = uncased();
+  tok::EncodeOptions o;
+  o.padding = tok::Padding::MaxLength;
+  o.truncation = tok::Truncation::None;
+  o.max_length = int64_t{1} << 40;
+  for (auto f : {std::function<void()>([&] { t.encode("a b", std::nullopt, o); }),
+                 std::function<void()>([&] { t.encode_batch({"a", "b c"}, {}, o); }),
+                 std::function<void()>([&] { t.encode_windows("a b", std::nullopt, o); })}) {
+    std::string msg;
+    try {
+      f();
+    } catch (const qdqbert::Error& e) {
+      msg = e.what();
+    }
+    EXPECT_TRUE(contains(msg, "max_length=1099511627776")) << msg;
+    EXPECT_TRUE(contains(msg, "at most 65536")) << msg;
+  }
+  o.max_length = tok::kMaxPaddedLength;
+  EXPECT_EQ(t.encode("a b", std::nullopt, o).input_ids.size(), static_cast<size_t>(tok::kMaxPaddedLength));
 }
 
 TEST(TokenizerEdge, LongWordsSpecialLiteralsAndControlChars) {

@@ -62,6 +62,16 @@ struct Span {
   size_t begin, end;
 };
 
+// Appends one token that stands for no text (a template special token or padding).
+void push_textless(Encoding& e, int64_t id, int64_t type_id, int64_t attention) {
+  e.input_ids.push_back(id);
+  e.token_type_ids.push_back(type_id);
+  e.attention_mask.push_back(attention);
+  e.special_tokens_mask.push_back(1);
+  e.offset_mapping.push_back({0, 0});
+  e.sequence_ids.push_back(-1);
+}
+
 // Wraps one or two sequence slices with the template's special tokens.
 Encoding build(const Template& tmpl, const Span& a, const Span* b, bool add_special_tokens) {
   Encoding e;
@@ -86,12 +96,7 @@ Encoding build(const Template& tmpl, const Span& a, const Span* b, bool add_spec
     } else if (p.sequence == 1) {
       if (b) add_seq(*b, 1, p.type_id);
     } else {
-      e.input_ids.push_back(p.id);
-      e.token_type_ids.push_back(p.type_id);
-      e.attention_mask.push_back(1);
-      e.special_tokens_mask.push_back(1);
-      e.offset_mapping.push_back({0, 0});
-      e.sequence_ids.push_back(-1);
+      push_textless(e, p.id, p.type_id, 1);
     }
   }
   return e;
@@ -258,17 +263,14 @@ void pad_batch(std::vector<Encoding>& rows, Padding padding, std::optional<int64
     for (const auto& r : rows) target = std::max(target, r.size());
   } else {
     if (!max_length) return;  // transformers warns and leaves the rows unpadded
-    target = static_cast<size_t>(*max_length);
+    if (*max_length > kMaxPaddedLength) {
+      fail("tokenizer: padding to max_length=", *max_length, " is refused: at most ", kMaxPaddedLength,
+           " tokens per row (no BERT-family model has more positions)");
+    }
+    target = static_cast<size_t>(std::max<int64_t>(*max_length, 0));
   }
   for (auto& r : rows) {
-    while (r.size() < target) {
-      r.input_ids.push_back(tmpl.pad_id);
-      r.token_type_ids.push_back(tmpl.pad_type_id);
-      r.attention_mask.push_back(0);
-      r.special_tokens_mask.push_back(1);
-      r.offset_mapping.push_back({0, 0});
-      r.sequence_ids.push_back(-1);
-    }
+    while (r.size() < target) push_textless(r, tmpl.pad_id, tmpl.pad_type_id, 0);
   }
 }
 

@@ -63,8 +63,12 @@ std::vector<std::pair<size_t, size_t>> overflow_windows(size_t n, size_t max_len
 std::vector<Encoding> encode_windows(const TokenizedText& a, const TokenizedText* b, const EncodeOptions& options,
                                      const Template& tmpl, std::optional<int64_t> model_max_length);
 
+/// The longest row pad_batch pads to: a max_length above it (a typo, or a hostile tokenizer_config.json or
+/// request) is an error instead of an allocation of gigabytes.
+constexpr int64_t kMaxPaddedLength = 65536;
+
 /// Pads every row on the right: to the longest row (`Longest`) or to `max_length` (`MaxLength`;
-/// longer rows are left as they are).
+/// longer rows are left as they are). Error for a max_length above kMaxPaddedLength.
 void pad_batch(std::vector<Encoding>& rows, Padding padding, std::optional<int64_t> max_length, const Template& tmpl);
 
 /// Resolves `truncation=None` / `max_length=None` as transformers does. Returns the strategy to apply
