@@ -1,6 +1,10 @@
 #include "qdqbert/config.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <optional>
+#include <type_traits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -30,6 +34,14 @@ void Config::set_num_labels(int64_t n) {
   }
 }
 
+Config Config::structure() const {
+  Config c = *this;
+  c.id2label.clear();
+  c.label2id.clear();
+  c.raw_json = "{}";
+  return c;
+}
+
 nn::QuantDescriptor Config::input_desc() const {
   return quant_desc_input ? *quant_desc_input : nn::default_quant_desc_input();
 }
@@ -55,6 +67,17 @@ void Config::validate() const {
   QDQBERT_CHECK(!problem_type || *problem_type == "regression" || *problem_type == "single_label_classification" ||
                     *problem_type == "multi_label_classification",
                 "config: unknown problem_type '", *problem_type, "'");
+  QDQBERT_CHECK(std::isfinite(layer_norm_eps) && layer_norm_eps > 0, "config: layer_norm_eps must be a positive number, got ",
+                layer_norm_eps);
+  for (const auto& [name, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
+                                {"attention_probs_dropout_prob", attention_probs_dropout_prob},
+                                {"classifier_dropout", classifier_dropout.value_or(0.0)}}) {
+    QDQBERT_CHECK(p >= 0 && p <= 1, "config: ", name, " must be a probability in [0, 1], got ", p);
+  }
+  QDQBERT_CHECK(std::isfinite(initializer_range) && initializer_range >= 0,
+                "config: initializer_range must be a non-negative number, got ", initializer_range);
+  QDQBERT_CHECK(chunk_size_feed_forward >= 0, "config: chunk_size_feed_forward must be >= 0, got ",
+                chunk_size_feed_forward);
   QDQBERT_CHECK(!add_cross_attention || is_decoder,
                 "config: add_cross_attention=true needs is_decoder=true (cross-attention is for decoders)");
 }
@@ -64,11 +87,26 @@ namespace {
 template <typename T>
 void read(const json& j, const char* key, T& out, const std::string& src) {
   if (!j.contains(key)) return;
-  try {
-    j.at(key).get_to(out);
-  } catch (const json::exception& e) {
-    fail("config '", src, "': key '", key, "' has the wrong type (", j.at(key).type_name(), ")");
+  const json& v = j.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann would truncate 4.9 to 4 and wrap 2^64-1 to -1.
+    QDQBERT_CHECK(v.is_number_integer() && (!v.is_number_unsigned() || v.get<uint64_t>() <= INT64_MAX), "config '",
+                  src, "': key '", key, "' must be an integer, got ", v.dump());
   }
+  try {
+    v.get_to(out);
+  } catch (const json::exception& e) {
+    fail("config '", src, "': key '", key, "' has the wrong type (", v.type_name(), ")");
+  }
+}
+
+// A whole decimal integer key such as id2label's "3" ("1abc", " 1", "+1" and "" are refused).
+std::optional<int64_t> integer_key(const std::string& k) {
+  int64_t v = 0;
+  const char* end = k.data() + k.size();
+  const auto [ptr, ec] = std::from_chars(k.data(), end, v);
+  if (k.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+  return v;
 }
 
 template <typename T>
@@ -111,18 +149,26 @@ Config Config::from_json_string(const std::string& text, const std::string& src)
   if (j.contains("id2label") && j["id2label"].is_object()) {
     c.id2label.clear();
     for (const auto& [k, v] : j["id2label"].items()) {
-      try {
-        c.id2label[std::stoll(k)] = v.get<std::string>();
-      } catch (const std::exception&) {
-        fail("config '", src, "': id2label key '", k, "' is not an integer or its label is not a string");
-      }
+      const std::optional<int64_t> id = integer_key(k);
+      QDQBERT_CHECK(id && v.is_string(), "config '", src, "': id2label key '", k,
+                    "' is not an integer or its label is not a string");
+      QDQBERT_CHECK(c.id2label.emplace(*id, v.get<std::string>()).second, "config '", src, "': id2label key '", k,
+                    "' repeats label id ", *id);
     }
     c.label2id.clear();
     for (const auto& [id, label] : c.id2label) c.label2id[label] = id;
-    if (j.contains("label2id") && j["label2id"].is_object()) read(j, "label2id", c.label2id, src);
+    if (j.contains("label2id") && j["label2id"].is_object()) {
+      c.label2id.clear();
+      for (const auto& [label, v] : j["label2id"].items()) {
+        QDQBERT_CHECK(v.is_number_integer(), "config '", src, "': label2id['", label, "'] must be an integer, got ",
+                      v.dump());
+        c.label2id[label] = v.get<int64_t>();
+      }
+    }
   } else if (j.contains("num_labels")) {
     int64_t n = 2;
     read(j, "num_labels", n, src);
+    QDQBERT_CHECK(n >= 0, "config '", src, "': num_labels must be >= 0, got ", n);
     c.set_num_labels(n);
   }
   read_opt(j, "problem_type", c.problem_type, src);
@@ -143,7 +189,12 @@ Config Config::from_json_string(const std::string& text, const std::string& src)
     }
   }
   c.raw_json = j.dump();
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {  // "config: <what>" → "config '<src>': <what>"
+    const std::string what = e.what();
+    fail("config '", src, "': ", what.rfind("config: ", 0) == 0 ? what.substr(8) : what);
+  }
   return c;
 }
 

@@ -16,19 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 namespace qt = qdqbert::testing;
 
-fs::path scratch(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("qdqbert_harden_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
+fs::path scratch(const std::string& name) { return qt::scratch_dir("harden", name); }
+using qt::slurp;
 
 // A refusal: exit status 1 (not a signal), one line naming what is wrong.
 void expect_refused(const qt::ProcessRun& r, const std::vector<std::string>& needles, const std::string& args) {

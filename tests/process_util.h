@@ -3,7 +3,12 @@
 // (exit status or signal), for the tests that drive qdqbert-cli, squad_qa and the Python checkers.
 #include <sys/wait.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "test_config.h"
@@ -27,6 +32,23 @@ inline ProcessRun run_command(const std::string& command) {
   if (WIFEXITED(status)) r.rc = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   return r;
+}
+
+/// A fresh, empty folder in the temp directory, unique to this process ("qdqbert_<suite>_<name>_<pid>").
+inline std::filesystem::path scratch_dir(const std::string& suite, const std::string& name) {
+  const std::filesystem::path p = std::filesystem::temp_directory_path() /
+                                  ("qdqbert_" + suite + "_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+/// The whole content of a file ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
 }
 
 /// The built qdqbert-cli.

@@ -260,18 +260,18 @@ TEST(QuantizerSelect, AnInvalidRegexIsAnErrorNamingThePattern) {
   bad_name.name_regex = "(unclosed";
   EXPECT_THROW(nn::select_quantizers(m->module(), bad_name), c10::ValueError);
   std::string err = qt::error_message([&] { nn::select_quantizers(m->module(), bad_name); });
-  EXPECT_NE(err.find("invalid name_regex '(unclosed'"), std::string::npos) << err;
+  EXPECT_NE(err.find("name_regex: invalid regex '(unclosed'"), std::string::npos) << err;
   err = qt::error_message([&] { bad_name.matches(nn::list_quantizers(m->module()).front()); });
-  EXPECT_NE(err.find("invalid name_regex '(unclosed'"), std::string::npos) << err;
+  EXPECT_NE(err.find("name_regex: invalid regex '(unclosed'"), std::string::npos) << err;
 
   nn::QuantizerSelector bad_owner;
   bad_owner.owner_regex = "[";
   err = qt::error_message([&] { nn::select_quantizers(m->module(), bad_owner); });
-  EXPECT_NE(err.find("invalid owner_regex '['"), std::string::npos) << err;
+  EXPECT_NE(err.find("owner_regex: invalid regex '['"), std::string::npos) << err;
   // Even on a tree without quantizers.
   torch::nn::Module empty;
   err = qt::error_message([&] { nn::select_quantizers(empty, bad_owner); });
-  EXPECT_NE(err.find("invalid owner_regex '['"), std::string::npos) << err;
+  EXPECT_NE(err.find("owner_regex: invalid regex '['"), std::string::npos) << err;
 }
 
 TEST(QuantizerSelect, CalibrationSelectsByRole) {

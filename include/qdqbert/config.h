@@ -58,6 +58,9 @@ struct Config {
   std::string raw_json = "{}";
 
   int64_t num_labels() const { return static_cast<int64_t>(id2label.size()); }
+  /// This config without what only a model's top needs (the label maps and raw_json): the copy each
+  /// encoder module keeps, so that a config.json with millions of labels is held once, not once a module.
+  Config structure() const;
   /// Resets id2label/label2id to n generic labels (Python `num_labels` setter).
   void set_num_labels(int64_t n);
   int64_t head_size() const { return hidden_size / num_attention_heads; }
@@ -65,7 +68,8 @@ struct Config {
   nn::QuantDescriptor weight_desc() const;
 
   /// Throws qdqbert::Error for inconsistent values (hidden_size not divisible by heads, unknown
-  /// activation or position embedding type, non-positive sizes).
+  /// activation or position embedding type, non-positive sizes, a layer_norm_eps that is not a positive
+  /// finite number, probabilities outside [0, 1]).
   void validate() const;
 
   static Config from_json_string(const std::string& text, const std::string& source = "<string>");

@@ -27,13 +27,12 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
 }
 
 AtomicFile::~AtomicFile() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    ::unlink(tmp_.c_str());
-  }
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
 }
 
 void AtomicFile::write(const void* data, size_t size) {
+  if (fd_ < 0) fail("AtomicFile: '", path_, "' is already closed for writing");
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     const ssize_t n = ::write(fd_, p, size);
@@ -46,20 +45,42 @@ void AtomicFile::write(const void* data, size_t size) {
   }
 }
 
-void AtomicFile::commit() {
-  if (fd_ < 0) fail("AtomicFile: '", path_, "' was already committed");
+void AtomicFile::prepare() {
+  if (committed_) fail("AtomicFile: '", path_, "' was already committed");
+  if (prepared_) return;
   if (::fsync(fd_) != 0) fail("cannot write '", path_, "': fsync failed: ", std::strerror(errno));
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    ::unlink(tmp_.c_str());
-    fail("cannot write '", path_, "': close failed: ", std::strerror(errno));
-  }
+  const int rc = ::close(fd_);
   fd_ = -1;
+  if (rc != 0) fail("cannot write '", path_, "': close failed: ", std::strerror(errno));
+  prepared_ = true;
+}
+
+void AtomicFile::commit() {
+  prepare();
   if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp_.c_str());
-    fail("cannot write '", path_, "': rename failed: ", std::strerror(err));
+    fail("cannot write '", path_, "': rename failed: ", std::strerror(errno));
   }
+  committed_ = true;
+}
+
+AtomicFile& AtomicFileGroup::add(const std::string& path) {
+  for (const auto& f : files_) {
+    if (f->path() == path) fail("AtomicFileGroup: '", path, "' is staged twice");
+  }
+  files_.push_back(std::make_unique<AtomicFile>(path));
+  return *files_.back();
+}
+
+void AtomicFileGroup::commit() {
+  for (auto& f : files_) f->prepare();
+  for (const auto& f : files_) {
+    struct stat st {};
+    if (::stat(f->path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      fail("cannot write '", f->path(), "': it is a directory (nothing was written)");
+    }
+  }
+  for (auto& f : files_) f->commit();
+  files_.clear();
 }
 
 StagedDirectory::StagedDirectory(std::string path, bool replace) : replace_(replace) {

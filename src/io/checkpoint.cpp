@@ -11,6 +11,7 @@
 
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/strings.h"
 
@@ -20,34 +21,53 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A sharded checkpoint: the index names, for each tensor, the shard file that holds it. Shards are plain
+// file names in the index's folder (a name with a path separator or "..", or an absolute path, could
+// otherwise read any file on the machine), and the index and the shards must agree: each listed tensor
+// is in its own shard, and no tensor is in two shards.
 std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bool bin) {
-  const std::string text = read_file(index_path, "checkpoint");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, "checkpoint: '", index_path, "' is not valid JSON: ", e.what());
-  }
-  TORCH_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "checkpoint: '", index_path,
+  const nlohmann::json j = parse_json(read_file(index_path, "checkpoint index"), "checkpoint index '" + index_path + "'");
+  TORCH_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), "checkpoint: '", index_path,
               "' has no weight_map object");
   const fs::path dir = fs::path(index_path).parent_path();
   std::map<std::string, std::string> wanted;  // tensor -> shard
   std::set<std::string> shards;
   for (const auto& [k, v] : j["weight_map"].items()) {
     TORCH_CHECK(v.is_string(), "checkpoint: '", index_path, "': weight_map entry '", k, "' is not a file name");
-    wanted[k] = v.get<std::string>();
-    shards.insert(v.get<std::string>());
+    const std::string shard = v.get<std::string>();
+    TORCH_CHECK(!shard.empty() && shard != "." && shard != ".." && shard.find('/') == std::string::npos &&
+                    shard.find('\\') == std::string::npos && shard.find('\0') == std::string::npos,
+                "checkpoint: '", index_path, "': weight_map entry '", k, "' names the shard '", shard,
+                "', which is not a file name in the index's folder");
+    wanted[k] = shard;
+    shards.insert(shard);
   }
+  TORCH_CHECK(!shards.empty(), "checkpoint: '", index_path, "': weight_map is empty");
   std::map<std::string, at::Tensor> out;
+  std::map<std::string, std::string> found_in;  // tensor -> shard
   for (const auto& shard : shards) {
     const std::string p = (dir / shard).string();
     TORCH_CHECK(fs::exists(p), "checkpoint: shard '", p, "' listed in '", index_path, "' does not exist");
+    // A symbolic link may still point elsewhere: the resolved shard must be inside the resolved folder.
+    std::error_code ec;
+    const fs::path real_dir = fs::canonical(dir.empty() ? fs::path(".") : dir, ec), real = fs::canonical(p, ec);
+    TORCH_CHECK(!ec && real.parent_path() == real_dir, "checkpoint: shard '", p, "' listed in '", index_path,
+                "' resolves to '", real.string(), "', outside the checkpoint folder");
     auto part = bin ? read_pytorch_bin(p) : load_safetensors(p);
-    for (auto& [k, t] : part) out[k] = t;
+    for (auto& [k, t] : part) {
+      const auto [it, fresh] = found_in.emplace(k, shard);
+      TORCH_CHECK(fresh, "checkpoint: tensor '", k, "' is in two shards of '", index_path, "': '", it->second,
+                  "' and '", shard, "'");
+      const auto listed = wanted.find(k);
+      TORCH_CHECK(listed != wanted.end(), "checkpoint: shard '", shard, "' holds the tensor '", k,
+                  "', which '", index_path, "' does not list (the index and its shards disagree)");
+      out[k] = t;
+    }
   }
   for (const auto& [k, shard] : wanted) {
-    TORCH_CHECK(out.count(k), "checkpoint: tensor '", k, "' listed in '", index_path, "' is not in shard '", shard,
-                "'");
+    const auto it = found_in.find(k);
+    TORCH_CHECK(it != found_in.end() && it->second == shard, "checkpoint: tensor '", k, "' listed in '", index_path,
+                "' is not in shard '", shard, "'", it == found_in.end() ? "" : " (it is in '" + it->second + "')");
   }
   return out;
 }
@@ -57,6 +77,37 @@ std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bo
 bool in_encoder(const std::string& key, const std::string& prefix) {
   if (key.find("_quantizer.") != std::string::npos) return false;
   return key.rfind(prefix + "embeddings.", 0) == 0 || key.rfind(prefix + "encoder.", 0) == 0;
+}
+
+// The first non-finite element of a floating tensor, as "N non-finite values (first: nan at index i)".
+std::string non_finite_summary(const at::Tensor& t) {
+  const at::Tensor bad = torch::logical_not(torch::isfinite(t.reshape(-1)));
+  const int64_t count = bad.sum().item<int64_t>();
+  if (count == 0) return "";
+  const int64_t first = bad.nonzero().index({0, 0}).item<int64_t>();
+  return std::to_string(count) + " non-finite value" + (count == 1 ? "" : "s") + " (first: " +
+         c10::str(t.reshape(-1)[first].item<double>()) + " at flat index " + std::to_string(first) + ")";
+}
+
+// NaN or Inf weights would turn every output into NaN with exit 0; refused unless the caller opts in.
+void check_finite(const at::Tensor& value, const std::string& key, const std::string& source) {
+  if (!value.is_floating_point() || value.numel() == 0 || torch::isfinite(value).all().item<bool>()) return;
+  TORCH_CHECK_VALUE(false, "checkpoint '", source, "': tensor '", key, "' has ", non_finite_summary(value),
+                    " (PretrainedOptions::allow_non_finite / --allow-non-finite loads it anyway)");
+}
+
+// A stored amax must be a non-negative range and not infinite: +inf gives all-NaN outputs and an
+// infinite ONNX scale. NaN stays loadable: it is how a calibrator that saw no data marks its quantizer
+// (a disabled one can carry it), and fake quant refuses it at the first forward of an enabled quantizer.
+void check_amax(const at::Tensor& value, const std::string& key, const std::string& source) {
+  if (value.numel() == 0) return;
+  const at::Tensor v = value.to(torch::kDouble);
+  TORCH_CHECK_VALUE(!v.isinf().any().item<bool>(), "checkpoint '", source, "': quantizer range '", key,
+                    "' is infinite; an amax must be finite");
+  const at::Tensor known = v.masked_select(v.isnan().logical_not());
+  TORCH_CHECK_VALUE(known.numel() == 0 || known.min().item<double>() >= 0, "checkpoint '", source,
+                    "': quantizer range '", key, "' has the negative value ",
+                    known.numel() ? known.min().item<double>() : 0.0, "; an amax must be >= 0");
 }
 
 void list_keys(std::ostream& os, const char* what, const std::vector<std::string>& keys) {
@@ -70,7 +121,7 @@ void list_keys(std::ostream& os, const char* what, const std::vector<std::string
 
 std::map<std::string, at::Tensor> read_checkpoint(const std::string& path) {
   TORCH_CHECK(fs::exists(path), "checkpoint: '", path, "' does not exist");
-  if (fs::is_regular_file(path)) {
+  if (!fs::is_directory(path)) {  // a file, or a special file that the readers refuse by name
     if (ends_with(path, ".safetensors")) return load_safetensors(path);
     if (ends_with(path, ".safetensors.index.json")) return read_sharded(path, false);
     if (ends_with(path, ".bin.index.json")) return read_sharded(path, true);
@@ -96,7 +147,8 @@ std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& mo
 }
 
 LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state_in, bool strict,
-                           const std::string& source) {
+                           const std::string& source, bool allow_non_finite) {
+  TORCH_CHECK_VALUE(!state_in.empty(), "checkpoint '", source, "' holds no tensors");
   torch::nn::Module& root = model.module();
   LoadReport report;
   // Model side: parameters/buffers by name, and quantizers (whose `_amax` may be absent until loaded).
@@ -138,6 +190,7 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
       if (it != quantizers.end()) {
         TORCH_CHECK_VALUE(value.is_floating_point(), "checkpoint '", source, "': '", key_in,
                           "' must be floating point, got ", value.scalar_type());
+        check_amax(value, key_in, source);
         it->second->set_amax(value.to(torch::kFloat), /*allow_shape_change=*/true);
         report.loaded_amax.push_back(it->first);
         loaded_names.insert(key);
@@ -156,6 +209,7 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
                       " (does config.json match the weights?)");
     TORCH_CHECK_VALUE(value.is_floating_point() == dst.is_floating_point(), "checkpoint '", source, "': tensor '",
                       key_in, "' has dtype ", value.scalar_type(), ", expected ", dst.scalar_type());
+    if (!allow_non_finite) check_finite(value, key_in, source);
     dst.copy_(value.to(dst.scalar_type()));
     loaded_impls.insert(dst.unsafeGetTensorImpl());
     loaded_names.insert(key);
@@ -229,9 +283,14 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
     task = task_for_class(config.architectures->front());
   }
   if (task.empty()) task = "base";
-  auto model = create_model(task, config);
+  std::shared_ptr<TaskModel> model;
+  try {
+    model = create_model(task, config);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "from_pretrained: '", (d / "config.json").string(), "': ", e.what_without_backtrace());
+  }
   auto state = read_checkpoint(dir);
-  LoadReport r = load_state_dict(*model, state, options.strict, dir);
+  LoadReport r = load_state_dict(*model, state, options.strict, dir, options.allow_non_finite);
   if (options.log_summary) {
     const std::string line = r.summary(model->class_name(), dir);
     if (!line.empty()) std::cerr << line << std::endl;
@@ -241,13 +300,14 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
   return model;
 }
 
-void save_pretrained(TaskModel& model, const std::string& dir) {
+void save_pretrained(TaskModel& model, const std::string& dir,
+                     const std::vector<std::pair<std::string, std::string>>& extra_files) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   TORCH_CHECK(!ec && fs::is_directory(dir), "save_pretrained: cannot create directory '", dir, "': ", ec.message());
   Config config = model.model_config();
   config.architectures = std::vector<std::string>{model.class_name()};
-  nlohmann::json extra = nlohmann::json::parse(config.raw_json);
+  nlohmann::json extra = parse_json(config.raw_json, "save_pretrained: config of '" + dir + "'");
   extra["torch_dtype"] = "float32";
   extra["model_type"] = "qdqbert";
   config.raw_json = extra.dump();
@@ -256,20 +316,31 @@ void save_pretrained(TaskModel& model, const std::string& dir) {
   for (auto& [k, v] : state_dict(model.module())) {
     if (names.insert(k).second) tensors.emplace_back(k, v.detach().to(torch::kCPU).contiguous());
   }
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  config.to_json_file((fs::path(dir) / "config.json").string());
+  // All files or none: a failure on any of them (a full disk, config.json being a folder) leaves the
+  // folder as it was.
+  AtomicFileGroup group;
+  write_safetensors(group.add((fs::path(dir) / "model.safetensors").string()), tensors, {{"format", "pt"}});
+  group.add((fs::path(dir) / "config.json").string()).write(config.to_json_string() + "\n");
+  for (const auto& [name, bytes] : extra_files) group.add((fs::path(dir) / name).string()).write(bytes);
+  group.commit();
 }
 
-void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
-  int copied = 0;
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const std::string& from_dir) {
+  std::vector<std::pair<std::string, std::string>> out;
   for (const char* f : {"vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
                         "sentencepiece.bpe.model"}) {
     const fs::path src = fs::path(from_dir) / f;
-    if (!fs::exists(src)) continue;
-    write_file_atomic((fs::path(to_dir) / f).string(), read_file(src.string(), "tokenizer file"));
-    ++copied;
+    if (fs::exists(src)) out.emplace_back(f, read_file(src.string(), "tokenizer file"));
   }
-  TORCH_CHECK_VALUE(copied > 0, "'", from_dir, "' has no tokenizer files (vocab.txt, tokenizer.json, ...)");
+  return out;
+}
+
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+  const auto files = tokenizer_files(from_dir);
+  TORCH_CHECK_VALUE(!files.empty(), "'", from_dir, "' has no tokenizer files (vocab.txt, tokenizer.json, ...)");
+  AtomicFileGroup group;
+  for (const auto& [name, bytes] : files) group.add((fs::path(to_dir) / name).string()).write(bytes);
+  group.commit();
 }
 
 }  // namespace qdqbert::io

@@ -1,18 +1,14 @@
 #include "qdqbert/io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "qdqbert/error.h"
 #include "qdqbert/io/atomic_file.h"
+#include "qdqbert/io/file.h"
 
 namespace qdqbert::io {
 namespace {
@@ -28,6 +24,7 @@ constexpr DtypeInfo kDtypes[] = {
     {"U8", at::kByte, 1},    {"BOOL", at::kBool, 1},
 };
 
+// The torch side of safetensors_dtype_size's names.
 const DtypeInfo* dtype_by_name(const std::string& n) {
   for (const auto& d : kDtypes) {
     if (n == d.name) return &d;
@@ -45,81 +42,16 @@ const DtypeInfo* dtype_by_type(at::ScalarType t) {
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  TORCH_CHECK(fd >= 0, "safetensors: cannot open '", path, "': ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    TORCH_CHECK(false, "safetensors: cannot stat '", path, "': ", std::strerror(errno));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    TORCH_CHECK(false, "safetensors: '", path, "' is ", size, " bytes, too short for the 8-byte header length");
-  }
-  // MAP_PRIVATE + PROT_WRITE: in-place writes by a caller are copy-on-write, never reach the file.
-  void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  TORCH_CHECK(addr != MAP_FAILED, "safetensors: cannot mmap '", path, "': ", std::strerror(errno));
-  mapping_ = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
-  const auto* base = static_cast<const uint8_t*>(addr);
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
-  TORCH_CHECK(n <= size - 8, "safetensors: '", path, "': header length ", n, " runs past the end of the file (",
-              size, " bytes)");
-  nlohmann::json header;
   try {
-    header = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + n));
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, "safetensors: '", path, "': the header is not valid JSON: ", e.what());
-  }
-  TORCH_CHECK(header.is_object(), "safetensors: '", path, "': the header is not a JSON object");
-  data_ = base + 8 + n;
-  data_size_ = size - 8 - n;
-  std::vector<std::pair<uint64_t, std::string>> ranges;
-  for (const auto& [key, v] : header.items()) {
-    if (key == "__metadata__") {
-      TORCH_CHECK(v.is_object(), "safetensors: '", path, "': __metadata__ is not an object");
-      for (const auto& [mk, mv] : v.items()) {
-        TORCH_CHECK(mv.is_string(), "safetensors: '", path, "': __metadata__ value of '", mk, "' is not a string");
-        metadata_[mk] = mv.get<std::string>();
-      }
-      continue;
-    }
-    TORCH_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
-                "safetensors: '", path, "': entry '", key, "' needs dtype, shape and data_offsets");
-    SafetensorsEntry e;
-    TORCH_CHECK(v["dtype"].is_string(), "safetensors: '", path, "': dtype of '", key, "' is not a string");
-    e.dtype = v["dtype"].get<std::string>();
-    const DtypeInfo* info = dtype_by_name(e.dtype);
-    TORCH_CHECK(info, "safetensors: '", path, "': tensor '", key, "' has unsupported dtype '", e.dtype, "'");
-    TORCH_CHECK(v["shape"].is_array(), "safetensors: '", path, "': shape of '", key, "' is not a list");
-    uint64_t numel = 1;
-    for (const auto& d : v["shape"]) {
-      TORCH_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "safetensors: '", path, "': shape of '", key,
-                  "' has a non-integer or negative dim");
-      e.shape.push_back(d.get<int64_t>());
-      numel *= static_cast<uint64_t>(d.get<int64_t>());
-    }
-    const auto& off = v["data_offsets"];
-    TORCH_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
-                "safetensors: '", path, "': data_offsets of '", key, "' must be two non-negative integers");
-    e.begin = off[0].get<uint64_t>();
-    e.end = off[1].get<uint64_t>();
-    TORCH_CHECK(e.begin <= e.end && e.end <= data_size_, "safetensors: '", path, "': tensor '", key,
-                "' has data_offsets [", e.begin, ", ", e.end, "] outside the ", data_size_, "-byte data section");
-    TORCH_CHECK(e.end - e.begin == numel * static_cast<uint64_t>(info->size), "safetensors: '", path, "': tensor '",
-                key, "' of dtype ", e.dtype, " and shape ", c10::IntArrayRef(e.shape), " needs ",
-                numel * info->size, " bytes but data_offsets span ", e.end - e.begin);
-    ranges.emplace_back(e.begin, key);
-    entries_[key] = std::move(e);
-  }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    const auto& prev = entries_[ranges[i - 1].second];
-    const auto& cur = entries_[ranges[i].second];
-    TORCH_CHECK(cur.begin >= prev.end || cur.begin == cur.end || prev.begin == prev.end, "safetensors: '", path,
-                "': tensors '", ranges[i - 1].second, "' and '", ranges[i].second, "' overlap");
+    MappedFile file(path, "safetensors");
+    SafetensorsLayout layout = parse_safetensors_layout(file.data(), file.size(), path);
+    mapping_ = file.mapping();
+    data_ = file.data() + layout.data_offset;
+    data_size_ = layout.data_size;
+    entries_ = std::move(layout.entries);
+    metadata_ = std::move(layout.metadata);
+  } catch (const Error& e) {
+    TORCH_CHECK(false, e.what());  // one exception type from the torch layer
   }
 }
 
@@ -161,8 +93,9 @@ std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {
   return out;
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors_in,
-                      const std::map<std::string, std::string>& metadata) {
+void write_safetensors(AtomicFile& out, const std::vector<std::pair<std::string, at::Tensor>>& tensors_in,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::string& path = out.path();
   auto tensors = tensors_in;
   std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   nlohmann::json header = nlohmann::json::object();
@@ -183,13 +116,18 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   }
   std::string h = header.dump();
   while (h.size() % 8 != 0) h.push_back(' ');
-  AtomicFile out(path);
   uint64_t n = h.size();
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
   out.write(len, 8);
   out.write(h.data(), h.size());
   for (const auto& c : data) out.write(c.data_ptr(), c.numel() * c.element_size());
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  AtomicFile out(path);
+  write_safetensors(out, tensors, metadata);
   out.commit();
 }
 

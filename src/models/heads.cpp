@@ -11,7 +11,7 @@ namespace qdqbert {
 namespace F = torch::nn::functional;
 
 // ------------------------------------------------------------------------------------------------
-QDQBertPredictionHeadTransformImpl::QDQBertPredictionHeadTransformImpl(const Config& c) : config(c) { reset(); }
+QDQBertPredictionHeadTransformImpl::QDQBertPredictionHeadTransformImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertPredictionHeadTransformImpl::reset() {
   dense = register_module("dense", torch::nn::Linear(config.hidden_size, config.hidden_size));
   LayerNorm = register_module(
@@ -21,7 +21,7 @@ at::Tensor QDQBertPredictionHeadTransformImpl::forward(const at::Tensor& x) {
   return LayerNorm->forward(apply_activation(config.hidden_act, dense->forward(x)));
 }
 
-QDQBertLMPredictionHeadImpl::QDQBertLMPredictionHeadImpl(const Config& c) : config(c) { reset(); }
+QDQBertLMPredictionHeadImpl::QDQBertLMPredictionHeadImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertLMPredictionHeadImpl::reset() {
   transform = register_module("transform", QDQBertPredictionHeadTransform(config));
   decoder = register_module("decoder", TiedLinear(config.hidden_size, config.vocab_size, /*bias=*/true));
@@ -32,10 +32,10 @@ at::Tensor QDQBertLMPredictionHeadImpl::forward(const at::Tensor& x) {
   return decoder->forward(transform->forward(x));
 }
 
-QDQBertOnlyMLMHeadImpl::QDQBertOnlyMLMHeadImpl(const Config& c) : config(c) { reset(); }
+QDQBertOnlyMLMHeadImpl::QDQBertOnlyMLMHeadImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertOnlyMLMHeadImpl::reset() { predictions = register_module("predictions", QDQBertLMPredictionHead(config)); }
 
-QDQBertOnlyNSPHeadImpl::QDQBertOnlyNSPHeadImpl(const Config& c) : config(c) { reset(); }
+QDQBertOnlyNSPHeadImpl::QDQBertOnlyNSPHeadImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertOnlyNSPHeadImpl::reset() {
   seq_relationship = register_module("seq_relationship", torch::nn::Linear(config.hidden_size, 2));
 }

@@ -59,7 +59,7 @@ void TiedLinearImpl::tie(const at::Tensor& w, const at::Tensor& b) {
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertEmbeddingsImpl::QDQBertEmbeddingsImpl(const Config& c) : config(c) { reset(); }
+QDQBertEmbeddingsImpl::QDQBertEmbeddingsImpl(const Config& c) : config(c.structure()) { reset(); }
 
 void QDQBertEmbeddingsImpl::reset() {
   auto we = torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size);
@@ -84,6 +84,8 @@ at::Tensor QDQBertEmbeddingsImpl::forward(const at::Tensor& input_ids, const at:
   const auto input_shape = input_ids.defined() ? input_ids.sizes() : inputs_embeds.sizes().slice(0, 2);
   TORCH_CHECK_VALUE(input_shape.size() == 2, "QDQBertModel: input_ids must be [batch, seq], got ", input_shape);
   const int64_t seq = input_shape[1];
+  TORCH_CHECK_VALUE(input_shape[0] > 0 && seq > 0, "QDQBertModel: the input is empty (shape ", input_shape,
+                    "); give at least one token");
   const auto device = input_ids.defined() ? input_ids.device() : inputs_embeds.device();
   TORCH_CHECK_VALUE(past_len + seq <= config.max_position_embeddings, "QDQBertModel: sequence length ",
                     past_len + seq, " exceeds max_position_embeddings ", config.max_position_embeddings);
@@ -95,6 +97,11 @@ at::Tensor QDQBertEmbeddingsImpl::forward(const at::Tensor& input_ids, const at:
   at::Tensor pos = position_ids.defined()
                        ? position_ids
                        : torch::arange(past_len, past_len + seq, torch::dtype(torch::kLong).device(device)).unsqueeze(0);
+  if (position_ids.defined() && position_ids.numel() > 0 && config.position_embedding_type == "absolute") {
+    const int64_t lo = position_ids.min().item<int64_t>(), hi = position_ids.max().item<int64_t>();
+    TORCH_CHECK_INDEX(lo >= 0 && hi < config.max_position_embeddings, "QDQBertModel: position_ids out of range [0, ",
+                      config.max_position_embeddings, ") (max_position_embeddings): min ", lo, ", max ", hi);
+  }
   at::Tensor tt = token_type_ids.defined()
                       ? token_type_ids
                       : torch::zeros({input_shape[0], seq}, torch::dtype(torch::kLong).device(device));
@@ -120,7 +127,7 @@ nn::QuantLinear quant_linear(const Config& c, int64_t in, int64_t out) {
 }  // namespace
 
 QDQBertSelfAttentionImpl::QDQBertSelfAttentionImpl(const Config& c)
-    : config(c),
+    : config(c.structure()),
       num_attention_heads(c.num_attention_heads),
       attention_head_size(c.head_size()),
       all_head_size(c.num_attention_heads * c.head_size()) {
@@ -218,7 +225,7 @@ void QDQBertSelfAttentionImpl::prune(const std::vector<int64_t>& heads) {
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertResidualOutputImpl::QDQBertResidualOutputImpl(const Config& c, int64_t in) : config(c), in_features(in) {
+QDQBertResidualOutputImpl::QDQBertResidualOutputImpl(const Config& c, int64_t in) : config(c.structure()), in_features(in) {
   reset();
 }
 
@@ -239,7 +246,7 @@ at::Tensor QDQBertResidualOutputImpl::forward(const at::Tensor& hidden_states, c
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertAttentionImpl::QDQBertAttentionImpl(const Config& c) : config(c) { reset(); }
+QDQBertAttentionImpl::QDQBertAttentionImpl(const Config& c) : config(c.structure()) { reset(); }
 
 void QDQBertAttentionImpl::reset() {
   self = register_module("self", QDQBertSelfAttention(config));
@@ -283,7 +290,7 @@ void QDQBertAttentionImpl::prune_heads(const std::vector<int64_t>& heads_in) {
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertIntermediateImpl::QDQBertIntermediateImpl(const Config& c) : config(c) { reset(); }
+QDQBertIntermediateImpl::QDQBertIntermediateImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertIntermediateImpl::reset() {
   dense = register_module("dense", quant_linear(config, config.hidden_size, config.intermediate_size));
 }
@@ -292,7 +299,7 @@ at::Tensor QDQBertIntermediateImpl::forward(const at::Tensor& x) {
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertLayerImpl::QDQBertLayerImpl(const Config& c) : config(c) { reset(); }
+QDQBertLayerImpl::QDQBertLayerImpl(const Config& c) : config(c.structure()) { reset(); }
 
 void QDQBertLayerImpl::reset() {
   attention = register_module("attention", QDQBertAttention(config));
@@ -343,7 +350,7 @@ LayerResult QDQBertLayerImpl::forward(const at::Tensor& hidden_states, const at:
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertEncoderImpl::QDQBertEncoderImpl(const Config& c) : config(c) { reset(); }
+QDQBertEncoderImpl::QDQBertEncoderImpl(const Config& c) : config(c.structure()) { reset(); }
 
 void QDQBertEncoderImpl::reset() {
   layer.clear();
@@ -382,7 +389,7 @@ ModelOutput QDQBertEncoderImpl::forward(at::Tensor hidden_states, const at::Tens
 }
 
 // ------------------------------------------------------------------------------------------------
-QDQBertPoolerImpl::QDQBertPoolerImpl(const Config& c) : config(c) { reset(); }
+QDQBertPoolerImpl::QDQBertPoolerImpl(const Config& c) : config(c.structure()) { reset(); }
 void QDQBertPoolerImpl::reset() {
   dense = register_module("dense", torch::nn::Linear(config.hidden_size, config.hidden_size));
 }

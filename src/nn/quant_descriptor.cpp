@@ -53,7 +53,23 @@ std::string py_float_repr(double v) {
 }
 
 void QuantDescriptor::validate() const {
-  QDQBERT_CHECK(num_bits >= 0, "QuantDescriptor: num_bits must be > 0, not ", num_bits);
+  // The range the fake-quant kernels support: refused here, where the descriptor is read, instead of at
+  // the first forward pass, where neither the file nor the quantizer would be named.
+  const int64_t min_bits = is_unsigned ? 1 : 2;
+  QDQBERT_CHECK(num_bits >= min_bits && num_bits <= 22, "QuantDescriptor: num_bits must be in [", min_bits,
+                ", 22] for ", is_unsigned ? "unsigned" : "signed", " quantization, got ", num_bits);
+  QDQBERT_CHECK(calib_method == "max" || calib_method == "histogram" || calib_method == "none",
+                "QuantDescriptor: unknown calib_method '", calib_method,
+                "' (max, histogram, or none for a quantizer that is never calibrated)");
+  if (amax) {
+    for (size_t i = 0; i < amax->size(); ++i) {
+      const float a = (*amax)[i];
+      QDQBERT_CHECK(std::isfinite(a) && a >= 0, "QuantDescriptor: amax must be finite and >= 0, got ", a,
+                    amax->size() > 1 ? " at index " + std::to_string(i) : std::string());
+    }
+  }
+  QDQBERT_CHECK(!scale_amax || std::isfinite(*scale_amax), "QuantDescriptor: scale_amax must be finite, got ",
+                scale_amax.value_or(0.0));
   QDQBERT_CHECK(!(learn_amax && axis.has_value()),
                 "QuantDescriptor: axis is ignored and must be None when learn_amax is true");
   QDQBERT_CHECK(!amax || !amax->empty(), "QuantDescriptor: amax list must not be empty");
@@ -127,6 +143,17 @@ void from_json(const nlohmann::json& j, QuantDescriptor& d) {
                                               "narrow_range"};
   for (const auto& [key, value] : j.items()) {
     QDQBERT_CHECK(known.count(key), "QuantDescriptor JSON: unknown key '", key, "'");
+  }
+  for (const char* key : {"num_bits", "axis"}) {  // nlohmann would truncate 8.5 to 8
+    if (!j.contains(key)) continue;
+    const auto& v = j[key];
+    bool integral = v.is_null() || v.is_number_integer();
+    if (v.is_array()) {
+      integral = true;
+      for (const auto& e : v) integral = integral && e.is_number_integer();
+    }
+    QDQBERT_CHECK(integral, "QuantDescriptor JSON: key '", key, "' must be an integer", key[0] == 'a' ? " or a list of integers" : "",
+                  ", got ", v.dump());
   }
   auto get = [&](const char* key, auto& out) {
     if (!j.contains(key) || j[key].is_null()) return false;

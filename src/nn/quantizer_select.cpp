@@ -4,9 +4,10 @@
 
 #include <algorithm>
 #include <charconv>
-#include <regex>
 
 #include "qdqbert/nn/quant_linear.h"
+#include "qdqbert/error.h"
+#include "qdqbert/regex.h"
 #include "qdqbert/strings.h"
 
 namespace qdqbert::nn {
@@ -46,22 +47,22 @@ QuantizerRole role_of(const torch::nn::Module& owner, const std::string& child) 
   return QuantizerRole::kOther;
 }
 
-std::optional<std::regex> compile(const std::string& pattern, const char* field) {
+std::optional<Regex> compile(const std::string& pattern, const char* field) {
   if (pattern.empty()) return std::nullopt;
   std::string error;
   try {
-    return std::regex(pattern);
-  } catch (const std::regex_error& e) {
+    return Regex(pattern, std::string("quantizer selector: ") + field);
+  } catch (const Error& e) {
     error = e.what();
   }
-  TORCH_CHECK_VALUE(false, "quantizer selector: invalid ", field, " '", pattern, "': ", error);
+  TORCH_CHECK_VALUE(false, error);
   return std::nullopt;  // not reached
 }
 
 // A selector with its regexes compiled.
 struct Compiled {
   const QuantizerSelector& s;
-  std::optional<std::regex> name, owner;
+  std::optional<Regex> name, owner;
 
   explicit Compiled(const QuantizerSelector& selector)
       : s(selector), name(compile(selector.name_regex, "name_regex")), owner(compile(selector.owner_regex, "owner_regex")) {}
@@ -71,8 +72,8 @@ struct Compiled {
     if (!s.layers.empty() && (!info.layer || std::find(s.layers.begin(), s.layers.end(), *info.layer) == s.layers.end())) {
       return false;
     }
-    if (name && !std::regex_search(info.name, *name)) return false;
-    if (owner && !std::regex_search(info.owner, *owner)) return false;
+    if (name && !name->search(info.name)) return false;
+    if (owner && !owner->search(info.owner)) return false;
     return true;
   }
 };

@@ -276,6 +276,10 @@ std::vector<int64_t> TensorQuantizerImpl::reduce_keep_axes(int64_t ndim) const {
       negative = true;
       if (options_.normalize_negative_axes()) a += ndim;
     }
+    // An axis past the input's rank would otherwise match nothing and silently quantize per tensor.
+    TORCH_CHECK_INDEX(a < ndim && (a >= 0 || !options_.normalize_negative_axes()), "TensorQuantizer ",
+                      options_.quant_desc().str(), ": axis ", c10::IntArrayRef(*axis_), " is out of range for a ",
+                      ndim, "-dimensional input");
   }
   if (negative && !options_.normalize_negative_axes()) {
     TORCH_WARN_ONCE("TensorQuantizer: negative axis in ", c10::IntArrayRef(*axis_),

@@ -63,8 +63,12 @@ at::Tensor checked_amax_values(const at::Tensor& amax, c10::Device device, int64
   at::Tensor a = amax.detach().to(device, at::kFloat);
   if (a.numel() == 1) a = a.reshape({});
   if (a.numel() > 0) {
-    TORCH_CHECK_VALUE(!a.isnan().any().item<bool>(), "qdqbert fake quant: amax contains NaN (shape ", amax.sizes(),
-                      "); was the quantizer calibrated with data?");
+    if (!a.isfinite().all().item<bool>()) {
+      TORCH_CHECK_VALUE(!a.isnan().any().item<bool>(), "qdqbert fake quant: amax contains NaN (shape ", amax.sizes(),
+                        "); was the quantizer calibrated with data, and are its inputs finite?");
+      TORCH_CHECK_VALUE(false, "qdqbert fake quant: amax contains Inf (shape ", amax.sizes(),
+                        "); every output would be NaN (are the inputs finite?)");
+    }
     TORCH_CHECK_VALUE(a.min().item<float>() >= 0.f, "qdqbert fake quant: negative values in amax (min ",
                       a.min().item<float>(), ")");
   }
@@ -274,8 +278,8 @@ at::Tensor fake_quant_torch_native(const at::Tensor& x, const at::Tensor& amax, 
   const int64_t bound = (int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1;
   const int64_t qmin = is_unsigned ? 0 : -bound - 1;
   at::Tensor a = amax.detach().to(x.device(), at::kFloat);
-  TORCH_CHECK_VALUE(!a.isnan().any().item<bool>() && a.min().item<float>() >= 0.f,
-                    "qdqbert torch-native fake quant: amax must be non-negative and not NaN");
+  TORCH_CHECK_VALUE(a.isfinite().all().item<bool>() && a.min().item<float>() >= 0.f,
+                    "qdqbert torch-native fake quant: amax must be finite and non-negative");
   if (a.numel() == 1) {
     const double scale = static_cast<double>(a.item<float>()) / static_cast<double>(bound);
     return at::fake_quantize_per_tensor_affine(x, scale, 0, qmin, bound);

@@ -1,4 +1,5 @@
 #include "qdqbert/squad/dataset.h"
+#include "qdqbert/json.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -47,9 +48,9 @@ const json& array_member(const json& obj, const char* key, const std::string& wh
 Dataset parse_squad(const std::string& json_text, const std::string& source, const ReadOptions& options) {
   json root;
   try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    fail("squad: ", source, " is not valid JSON: ", e.what());
+    root = parse_json(json_text, "squad: " + source);
+  } catch (const JsonSyntaxError& e) {
+    fail("squad: ", source, " is not valid JSON: ", e.parser_message());
   }
   Dataset ds;
   if (!root.is_object()) fail("squad: ", source, ": top level must be an object with \"data\"");
@@ -93,12 +94,19 @@ Dataset parse_squad(const std::string& json_text, const std::string& source, con
           if (!start.is_number_integer()) {
             fail("squad: ", ans_where, ": \"answer_start\" must be an integer, got ", start.dump());
           }
-          ans.answer_start = start.get<int64_t>();
+          ans.answer_start = start.is_number_unsigned() && start.get<uint64_t>() > INT64_MAX ? INT64_MAX
+                                                                                              : start.get<int64_t>();
+          // Beyond the context (or negative) it cannot point at an answer, whatever check_answer_start says;
+          // refused before any arithmetic on it can overflow.
+          if (ans.answer_start < 0 || ans.answer_start > static_cast<int64_t>(context_cp.size())) {
+            fail("squad: ", ans_where, ": answer_start ", start.dump(), " is outside the context (length ",
+                 context_cp.size(), " characters)");
+          }
           if (options.check_answer_start) {
             const std::u32string ans_cp = text::decode_utf8(ans.text, "squad", ans_where + ".text");
             const int64_t n = static_cast<int64_t>(context_cp.size());
             const int64_t len = static_cast<int64_t>(ans_cp.size());
-            if (ans.answer_start < 0 || ans.answer_start + len > n ||
+            if (ans.answer_start > n - len ||
                 context_cp.compare(static_cast<size_t>(ans.answer_start), ans_cp.size(), ans_cp) != 0) {
               fail("squad: ", ans_where, ": answer_start ", ans.answer_start,
                    " does not match the context: expected \"", ans.text, "\", context has \"",

@@ -1,4 +1,6 @@
 #include "qdqbert/squad/features.h"
+#include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 
 #include <algorithm>
 #include <fstream>
@@ -115,7 +117,7 @@ std::string features_to_json(const std::vector<Feature>& features, int64_t num_e
                              const std::string& config_json) {
   using nlohmann::ordered_json;
   ordered_json root = ordered_json::object();
-  if (!config_json.empty()) root["config"] = ordered_json::parse(config_json);
+  if (!config_json.empty()) root["config"] = parse_ordered_json(config_json, "squad features: config");
   root["num_examples"] = num_examples;
   ordered_json val = ordered_json::array(), train = ordered_json::array();
   for (const auto& f : features) {
@@ -162,14 +164,16 @@ std::string features_to_json(const std::vector<Feature>& features, int64_t num_e
 }
 
 std::vector<Feature> read_validation_features(const std::string& path) {
+  return parse_validation_features(io::read_file(path, "squad: features file"), path);
+}
+
+std::vector<Feature> parse_validation_features(const std::string& text, const std::string& path) {
   using nlohmann::json;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("squad: cannot open features file ", path);
   json root;
   try {
-    root = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("squad: ", path, " is not valid JSON: ", e.what());
+    root = parse_json(text, "squad: features file '" + path + "'");
+  } catch (const JsonSyntaxError& e) {
+    fail("squad: ", path, " is not valid JSON: ", e.parser_message());
   }
   QDQBERT_CHECK(root.is_object() && root.contains("validation_features") && root["validation_features"].is_array(),
                 "squad: ", path, ": missing array \"validation_features\"");

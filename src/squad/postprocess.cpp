@@ -1,4 +1,6 @@
 #include "qdqbert/squad/postprocess.h"
+#include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,8 +27,12 @@ struct Candidate {
   bool is_null = false;
 };
 
+// The largest |logit| accepted: a start + end score of two such logits still fits in float32 (3.4e38).
+constexpr double kMaxLogit = 1e38;
+
 // np.argsort(x)[-1 : -n - 1 : -1]: indices of the n largest values, largest first. Ties come out with
 // the higher index first (a stable ascending sort, reversed); the fixtures avoid ties.
+
 std::vector<int64_t> top_indices(const std::vector<float>& x, int64_t n) {
   std::vector<int64_t> idx(x.size());
   std::iota(idx.begin(), idx.end(), 0);
@@ -58,6 +64,15 @@ PostprocessResult postprocess_qa_predictions(const std::vector<Example>& example
     QDQBERT_CHECK(start_logits[i].size() == end_logits[i].size() && !start_logits[i].empty(),
                   "squad: postprocess: feature ", i, " (question id \"", features[i].example_id, "\") has ",
                   start_logits[i].size(), " start logits and ", end_logits[i].size(), " end logits");
+    for (const auto* logits : {&start_logits[i], &end_logits[i]}) {
+      for (size_t k = 0; k < logits->size(); ++k) {
+        const float x = (*logits)[k];
+        QDQBERT_CHECK(std::isfinite(x) && std::fabs(x) <= kMaxLogit, "squad: postprocess: feature ", i,
+                      " (question id \"", features[i].example_id, "\") has the ",
+                      logits == &start_logits[i] ? "start" : "end", " logit ", x, " at token ", k,
+                      "; logits must be finite and within +-1e38, so that a start + end score stays finite");
+      }
+    }
     features_per_example[it->second].push_back(i);
   }
 
@@ -176,13 +191,16 @@ std::string PostprocessResult::null_odds_json(int indent) const {
 }
 
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read_logits(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("squad: cannot open logits file ", path);
+  return parse_logits(io::read_file(path, "squad: logits file"), path);
+}
+
+std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> parse_logits(const std::string& text,
+                                                                                         const std::string& path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("squad: ", path, " is not valid JSON: ", e.what());
+    j = parse_json(text, "squad: logits file '" + path + "'");
+  } catch (const JsonSyntaxError& e) {
+    fail("squad: ", path, " is not valid JSON: ", e.parser_message());
   }
   auto rows = [&](const char* key) {
     QDQBERT_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "squad: ", path, ": missing array \"", key,
@@ -195,7 +213,10 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read
       v.reserve(row.size());
       for (const auto& x : row) {
         QDQBERT_CHECK(x.is_number(), "squad: ", path, ": ", key, "[", r, "] has a non-number ", x.dump());
-        v.push_back(static_cast<float>(x.get<double>()));
+        const double d = x.get<double>();
+        QDQBERT_CHECK(std::fabs(d) <= kMaxLogit, "squad: ", path, ": ", key, "[", r, "][", v.size(), "] = ", x.dump(),
+                      " is outside +-1e38; logits must be finite float32 values whose start + end sum stays finite");
+        v.push_back(static_cast<float>(d));
       }
       out.push_back(std::move(v));
     }

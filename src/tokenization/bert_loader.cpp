@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 #include "qdqbert/error.h"
 #include "qdqbert/tokenization/bert_tokenizer.h"
 
@@ -20,9 +21,9 @@ std::string read_text(const std::string& path, const char* what) {
 
 json parse_json(const std::string& text, const std::string& origin) {
   try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("BertTokenizer: malformed JSON in ", origin, ": ", e.what());
+    return qdqbert::parse_json(text, "BertTokenizer: " + origin);
+  } catch (const JsonSyntaxError& e) {
+    fail("BertTokenizer: malformed JSON in ", origin, ": ", e.parser_message());
   }
 }
 

@@ -38,6 +38,7 @@ struct BertTokenizer::Impl {
   Template tmpl;
   int64_t unk_id = -1, cls_id = -1, sep_id = -1, pad_id = -1, mask_id = -1;
   bool lower = false, strip = false;
+  size_t max_entry_bytes = 0;  // the longest vocabulary entry, in UTF-8 bytes
 
   int64_t lookup(const std::string& t) const {
     auto it = vocab.find(t);
@@ -78,7 +79,16 @@ struct BertTokenizer::Impl {
     std::string cand;
     size_t start = 0;
     while (start < n) {
+      // Candidates longer than the longest vocabulary entry cannot match: starting at the longest that
+      // can keeps the greedy longest-match result and makes a word of n characters cost O(n * L^2) for
+      // entries of at most L bytes, whatever max_input_chars_per_word allows (tokenizer.json can set 1e9).
+      const size_t prefix = start > 0 ? opt.continuing_subword_prefix.size() : 0;
       size_t end = n;
+      if (max_entry_bytes < prefix + (pos[n] - pos[start])) {
+        const size_t budget = max_entry_bytes >= prefix ? max_entry_bytes - prefix : 0;
+        end = static_cast<size_t>(std::upper_bound(pos.begin() + static_cast<std::ptrdiff_t>(start), pos.end(),
+                                                   pos[start] + budget) - pos.begin()) - 1;
+      }
       int64_t found = -1;
       while (start < end) {
         cand.clear();
@@ -247,7 +257,10 @@ BertTokenizer::BertTokenizer(std::vector<std::string> vocab, BertTokenizerOption
   if (m.opt.max_input_chars_per_word < 0) fail("BertTokenizer: max_input_chars_per_word must be >= 0");
   m.id_to_token = std::move(vocab);
   m.vocab.reserve(m.id_to_token.size());
-  for (size_t i = 0; i < m.id_to_token.size(); ++i) m.vocab[m.id_to_token[i]] = static_cast<int64_t>(i);
+  for (size_t i = 0; i < m.id_to_token.size(); ++i) {
+    m.vocab[m.id_to_token[i]] = static_cast<int64_t>(i);
+    m.max_entry_bytes = std::max(m.max_entry_bytes, m.id_to_token[i].size());
+  }
   m.unk_id = require_id(m.vocab, m.opt.unk_token, "unk_token");
   m.sep_id = require_id(m.vocab, m.opt.sep_token, "sep_token");
   m.cls_id = require_id(m.vocab, m.opt.cls_token, "cls_token");

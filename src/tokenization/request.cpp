@@ -1,5 +1,6 @@
 // RequestRunner: the JSON request/answer format of `qdqbert-cli tokenize --requests`.
 #include "qdqbert/tokenization/request.h"
+#include "qdqbert/json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -85,7 +86,7 @@ RequestRunner::RequestRunner(BertTokenizer base) : base_(std::move(base)) {}
 const BertTokenizer& RequestRunner::tokenizer_for(const std::string& init_json) {
   auto it = cache_.find(init_json);
   if (it != cache_.end()) return *it->second;
-  const json init = json::parse(init_json);
+  const json init = parse_json(init_json, "request: 'init'");
   BertTokenizerOptions o = base_.options();
   if (!init.is_null()) {
     if (!init.is_object()) fail("request: 'init' must be an object");
@@ -121,7 +122,7 @@ const BertTokenizer& RequestRunner::tokenizer_for(const std::string& init_json) 
 std::string RequestRunner::run(const std::string& request_line) {
   json out = json::object();
   try {
-    const json req = json::parse(request_line);
+    const json req = parse_json(request_line, "request");
     if (!req.is_object() || !req.contains("call") || !req["call"].is_object()) {
       fail("request: expected an object with a 'call' object");
     }

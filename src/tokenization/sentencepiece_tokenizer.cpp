@@ -1,5 +1,6 @@
 // SentencePieceTokenizer: sentencepiece through the dlmopen'ed plugin, plus the shared encoding code.
 #include "qdqbert/tokenization/sentencepiece_tokenizer.h"
+#include "qdqbert/json.h"
 
 #include <dlfcn.h>
 #include <unistd.h>
@@ -265,9 +266,10 @@ SentencePieceTokenizer SentencePieceTokenizer::from_pretrained(const std::string
   if (fs::exists(cfg, ec)) {
     nlohmann::json c;
     try {
-      c = nlohmann::json::parse(io::read_file(cfg.string(), "SentencePieceTokenizer tokenizer_config.json"));
-    } catch (const nlohmann::json::exception& e) {
-      fail("SentencePieceTokenizer: malformed JSON in '", cfg.string(), "': ", e.what());
+      c = parse_json(io::read_file(cfg.string(), "SentencePieceTokenizer tokenizer_config.json"),
+                     "SentencePieceTokenizer '" + cfg.string() + "'");
+    } catch (const JsonSyntaxError& e) {
+      fail("SentencePieceTokenizer: malformed JSON in '", cfg.string(), "': ", e.parser_message());
     }
     if (c.is_object()) {
       if (c.contains("do_lower_case") && c["do_lower_case"].is_boolean()) o.do_lower_case = c["do_lower_case"];

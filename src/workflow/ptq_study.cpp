@@ -7,12 +7,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/nn/quant_linear.h"
 #include "qdqbert/nn/quantizer_select.h"
+#include "qdqbert/regex.h"
 #include "qdqbert/tokenization/tokenizer.h"
 #include "qdqbert/workflow/calibrate.h"
 #include "qdqbert/workflow/quant_config.h"
@@ -51,19 +51,19 @@ std::vector<std::pair<std::string, std::string>> groups(int64_t layers) {
 
 // Every quantizer on, except those matching one of `fp32_patterns`.
 void keep_in_fp32(TaskModel& m, const std::vector<std::string>& fp32_patterns) {
-  std::vector<std::regex> res;
-  for (const auto& p : fp32_patterns) res.emplace_back(p);
+  std::vector<Regex> res;
+  for (const auto& p : fp32_patterns) res.emplace_back(p, "ptq study: FP32 group pattern");
   for (auto& [n, q] : named_quantizers(m.module())) {
     bool hit = false;
-    for (const auto& re : res) hit = hit || std::regex_search(n, re);
+    for (const auto& re : res) hit = hit || re.search(n);
     hit ? q->disable() : q->enable();
   }
 }
 
 // Only the quantizers matching `pattern` on.
 void only(TaskModel& m, const std::string& pattern) {
-  const std::regex re(pattern);
-  for (auto& [n, q] : named_quantizers(m.module())) std::regex_search(n, re) ? q->enable() : q->disable();
+  const Regex re(pattern, "ptq study: group pattern");
+  for (auto& [n, q] : named_quantizers(m.module())) re.search(n) ? q->enable() : q->disable();
 }
 
 // Estimated squared quantization error of a |x| histogram at `amax` (8-bit signed, bin centres).

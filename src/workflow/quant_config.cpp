@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 
 #include "qdqbert/error.h"
@@ -13,6 +12,7 @@
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/json.h"
 #include "qdqbert/nn/quant_descriptor_json.h"
+#include "qdqbert/regex.h"
 
 namespace qdqbert::workflow {
 
@@ -43,11 +43,7 @@ QuantConfig QuantConfig::from_json_string(const std::string& text, const std::st
       QDQBERT_CHECK(r.is_object(), "quant config '", src, "': rule '", pattern, "' must be an object");
       QuantizerRule rule;
       rule.pattern = pattern;
-      try {
-        std::regex test(pattern);
-      } catch (const std::regex_error& e) {
-        fail("quant config '", src, "': invalid regex '", pattern, "': ", e.what());
-      }
+      Regex(pattern, "quant config '" + src + "'");  // refused here, naming the file, if it does not compile
       for (const auto& [k, v] : r.items()) {
         try {
           if (k == "enable") rule.enable = v.get<bool>();

@@ -5,13 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <ostream>
-#include <regex>
 #include <set>
 #include <sstream>
 
 #include "qdqbert/calib/calibrator.h"
+#include "qdqbert/error.h"
 #include "qdqbert/nn/quantizer_select.h"
 #include "qdqbert/ops/fake_quant.h"
+#include "qdqbert/regex.h"
 #include "qdqbert/strings.h"
 
 namespace qdqbert::workflow {
@@ -49,21 +50,21 @@ at::Tensor own_weight(torch::nn::Module& m) {
   return w ? *w : at::Tensor();
 }
 
-std::vector<std::regex> compile_patterns(const std::vector<std::string>& patterns) {
-  std::vector<std::regex> res;
+std::vector<Regex> compile_patterns(const std::vector<std::string>& patterns) {
+  std::vector<Regex> res;
   for (const auto& p : patterns) {
     try {
-      res.emplace_back(p);
-    } catch (const std::regex_error& e) {
-      TORCH_CHECK_VALUE(false, "invalid quantizer regex '", p, "': ", e.what());
+      res.emplace_back(p, "quantizer name pattern");
+    } catch (const Error& e) {
+      TORCH_CHECK_VALUE(false, e.what());
     }
   }
   return res;
 }
 
-bool search_any(const std::vector<std::regex>& res, const std::string& name) {
+bool search_any(const std::vector<Regex>& res, const std::string& name) {
   for (const auto& re : res) {
-    if (std::regex_search(name, re)) return true;
+    if (re.search(name)) return true;
   }
   return false;
 }
@@ -123,7 +124,7 @@ void check_settings(const QuantizerSettings& s) {
 std::vector<std::string> set_quantizer_by_name(TaskModel& model, const std::vector<std::string>& names,
                                                const QuantizerSettings& settings) {
   check_settings(settings);
-  const std::vector<std::regex> res = compile_patterns(names);
+  const std::vector<Regex> res = compile_patterns(names);
   std::vector<std::string> touched;
   std::set<std::string> seen;
   auto apply_to = [&](nn::TensorQuantizerImpl& q, const std::string& qname) {

@@ -11,7 +11,10 @@
 
 namespace qdqbert {
 class TaskModel;
+namespace io {
+struct LoadReport;
 }
+}  // namespace qdqbert
 
 namespace qdqbert::cli {
 
@@ -43,6 +46,11 @@ constexpr int64_t kMaxNumBins = 1 << 20;  ///< histogram bins per quantizer (Pyt
 /// A CLI11 validator for a whole number in [lo, hi], with a message of ours: "must be a whole number from
 /// 1 to 4096, got 0" (CLI11 prefixes the option name).
 CLI::Validator int_range(int64_t lo, int64_t hi);
+/// A finite number in [lo, hi] ((lo, hi] when lo_open), with a message that names the bound and the
+/// value given ("must be a number greater than 0, got '0'"), unlike CLI11's built-in ranges.
+CLI::Validator number_range(double lo, double hi, bool lo_open = false);
+CLI::Validator positive_number();      ///< number_range(0, max, open): > 0
+CLI::Validator non_negative_number();  ///< number_range(0, max): >= 0
 
 /// Refuses an output path that names one of the inputs (the same file or folder after resolving `.`,
 /// `..` and symbolic links), before anything is read or written: "--output 'x.json' is the same file as
@@ -56,7 +64,10 @@ void add_strict_flag(CLI::App& app, bool& strict);
 
 /// Loads a checkpoint folder as `task` ("" = from config.json), applying an optional --quant-config
 /// file (descriptors before construction, rules after loading). Eval mode.
+/// `report`, when given, receives what the load did (missing, unexpected and ignored keys);
+/// `allow_non_finite` loads weights holding NaN or Inf (refused by default).
 std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
-                                      const std::string& quant_config_path, bool strict = false);
+                                      const std::string& quant_config_path, bool strict = false,
+                                      io::LoadReport* report = nullptr, bool allow_non_finite = false);
 
 }  // namespace qdqbert::cli

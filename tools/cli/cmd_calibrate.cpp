@@ -72,10 +72,8 @@ void run(const CalibArgs& a) {
   co.amax_options.stride = a.stride;
   co.filter = [&](const std::string&) { return true; };
   auto report = workflow::calibrate(*model, batches, co);
-  io::save_pretrained(*model, a.output);
-  if (std::filesystem::exists(a.model + "/vocab.txt") || std::filesystem::exists(a.model + "/tokenizer.json")) {
-    io::copy_tokenizer_files(a.model, a.output);  // the output is a checkpoint embed / qat / infer can read
-  }
+  // With the tokenizer files, the output is a checkpoint embed / qat / infer can read; all files or none.
+  io::save_pretrained(*model, a.output, io::tokenizer_files(a.model));
   std::printf("calibrated %zu quantizers with %s over %zu batches; saved to %s\n", report.calibrated.size(),
               a.method.c_str(), batches.size(), a.output.c_str());
 }
@@ -92,15 +90,15 @@ Register reg({"calibrate", "Calibrate quantizers (max, percentile, mse, entropy)
                 app.add_option("--calib-lines", a->calib_lines, "--calib-text lines to use")->check(int_range(1, 1 << 30));
                 app.add_option("--batch-size", a->batch_size, "--calib-text lines per batch")->check(int_range(1, kMaxBatchSize));
                 app.add_option("--max-length", a->max_length, "--calib-text: truncate to this many tokens")
-                    ->check(CLI::Range(3, 512));
+                    ->check(int_range(3, 512));
                 app.add_option("--method", a->method, "max, percentile, mse or entropy")
                     ->check(CLI::IsMember({"max", "percentile", "mse", "entropy"}));
                 app.add_option("--percentile", a->percentile, "percentile for --method percentile")
-                    ->check(CLI::Range(0.0, 100.0));
+                    ->check(number_range(0.0, 100.0));
                 app.add_option("--num-bins", a->num_bins, "histogram bins")->check(int_range(1, kMaxNumBins));
                 app.add_option("--start-bin", a->start_bin, "first candidate bin (mse, entropy)")
-                    ->check(CLI::NonNegativeNumber);
-                app.add_option("--stride", a->stride, "candidate stride (mse, entropy)")->check(CLI::PositiveNumber);
+                    ->check(non_negative_number());
+                app.add_option("--stride", a->stride, "candidate stride (mse, entropy)")->check(positive_number());
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
                 add_strict_flag(app, a->strict);
                 app.add_option("--output", a->output, "folder to write (save_pretrained)")->required();

@@ -36,9 +36,9 @@ Register reg({"export-onnx", "Export a calibrated model to ONNX with Q/DQ nodes 
                 app.add_option("--task", a->task, "model task (default: from config.json)");
                 app.add_option("--output", a->output, "ONNX file to write")->required();
                 app.add_option("--opset", a->opset, "ONNX opset (13..17; 17 uses LayerNormalization)")
-                    ->check(CLI::Range(13, 17));
-                app.add_option("--batch", a->batch, "dummy batch size (axes stay dynamic)")->check(CLI::PositiveNumber);
-                app.add_option("--seq-len", a->seq_len, "dummy sequence length")->check(CLI::PositiveNumber);
+                    ->check(int_range(13, 17));
+                app.add_option("--batch", a->batch, "dummy batch size (axes stay dynamic)")->check(positive_number());
+                app.add_option("--seq-len", a->seq_len, "dummy sequence length")->check(positive_number());
                 app.add_option("--quant-config", a->quant_config, "quantizer configuration JSON");
                 add_strict_flag(app, a->strict);
                 app.add_flag("--fold-weights", a->fold, "store weights as int8 initializers + DequantizeLinear");

@@ -47,7 +47,7 @@ Register reg({"ptq-study", "Calibrator sweep, per-group sensitivity and greedy p
                 app.add_option("--output", a->output, "report folder")->required();
                 app.add_option("--calib-lines", a->calib_lines, "calibration lines to use")->check(int_range(1, 1 << 30));
                 app.add_option("--eval-lines", a->eval_lines, "evaluation lines to use (0 = all)");
-                app.add_option("--target-cosine", a->target, "5th-percentile cosine to reach")->check(CLI::Range(0.0, 1.0));
+                app.add_option("--target-cosine", a->target, "5th-percentile cosine to reach")->check(number_range(0.0, 1.0));
                 app.add_option("--max-length", a->max_length)->check(int_range(3, kMaxLength));
                 app.add_option("--batch-size", a->batch_size)->check(int_range(1, kMaxBatchSize));
                 add_threads_option(app, a->threads);

@@ -160,29 +160,29 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                 app.add_option("--output", a->output, "folder to write (checkpoint + report)")->required();
                 app.add_option("--quant-config", a->quant_config,
                                "quantizer configuration JSON for the student (default: every quantizer enabled)");
-                auto* steps = app.add_option("--steps", a->steps, "optimizer steps")->check(CLI::PositiveNumber);
+                auto* steps = app.add_option("--steps", a->steps, "optimizer steps")->check(positive_number());
                 app.add_option("--epochs", a->epochs, "passes over the training text (default 1)")
-                    ->check(CLI::PositiveNumber)
+                    ->check(positive_number())
                     ->excludes(steps);
                 app.add_option("--batch-size", a->batch_size, "lines per step")->check(int_range(1, kMaxBatchSize));
-                app.add_option("--lr", a->lr, "AdamW learning rate")->check(CLI::PositiveNumber);
+                app.add_option("--lr", a->lr, "AdamW learning rate")->check(positive_number());
                 app.add_option("--warmup-ratio", a->warmup_ratio, "share of the steps for linear warmup")
-                    ->check(CLI::Range(0.0, 0.99));
-                app.add_option("--weight-decay", a->weight_decay)->check(CLI::NonNegativeNumber);
+                    ->check(number_range(0.0, 0.99));
+                app.add_option("--weight-decay", a->weight_decay)->check(non_negative_number());
                 app.add_option("--max-grad-norm", a->max_grad_norm, "gradient clipping (0 = off)")
-                    ->check(CLI::NonNegativeNumber);
-                app.add_option("--max-length", a->max_length, "truncate to this many tokens")->check(CLI::Range(3, 512));
+                    ->check(non_negative_number());
+                app.add_option("--max-length", a->max_length, "truncate to this many tokens")->check(int_range(3, 512));
                 app.add_flag("--learn-amax", a->learn_amax,
                              "train the activation ranges too (learn_amax / Clip); otherwise amax stays fixed");
                 app.add_option("--amax-lr", a->amax_lr, "learning rate of the learned ranges (default: --lr)")
-                    ->check(CLI::NonNegativeNumber);
+                    ->check(non_negative_number());
                 app.add_option("--loss", a->loss, "distillation loss")
                     ->check(CLI::IsMember({"cosine", "mse", "cosine+hidden"}));
-                app.add_option("--eval-every", a->eval_every, "also evaluate every K steps")->check(CLI::NonNegativeNumber);
+                app.add_option("--eval-every", a->eval_every, "also evaluate every K steps")->check(non_negative_number());
                 app.add_option("--train-lines", a->train_lines, "use the first N training lines (0 = all)")
-                    ->check(CLI::NonNegativeNumber);
+                    ->check(non_negative_number());
                 app.add_option("--eval-lines", a->eval_lines, "use the first N evaluation lines (0 = all)")
-                    ->check(CLI::NonNegativeNumber);
+                    ->check(non_negative_number());
                 app.add_option("--seed", a->seed, "shuffle seed (runs are deterministic for a seed and thread count)");
                 app.add_flag("--overwrite", a->overwrite, "replace an existing --output folder");
                 add_strict_flag(app, a->strict);

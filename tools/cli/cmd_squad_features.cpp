@@ -58,7 +58,7 @@ Register reg{{"squad-features", "SQuAD feature windows (max_seq_length / doc_str
                     ->check(int_range(1, kMaxLength));
                 app.add_option("--doc-stride", args->opt.doc_stride, "context tokens shared by consecutive windows")
                     ->capture_default_str()
-                    ->check(CLI::NonNegativeNumber);
+                    ->check(non_negative_number());
                 app.add_flag("--version-2-with-negative", args->v2, "SQuAD v2 data (unanswerable questions allowed)");
                 app.add_flag("--no-pad-to-max-length", args->no_pad, "do not pad windows to --max-seq-length");
                 app.add_option("--output", args->output, "features JSON")->required();

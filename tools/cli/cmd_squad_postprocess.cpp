@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli.h"
+#include "qdqbert/io/atomic_file.h"
 #include "qdqbert/squad/dataset.h"
 #include "qdqbert/squad/features.h"
 #include "qdqbert/squad/metrics.h"
@@ -28,13 +29,16 @@ void run_postprocess(const PostArgs& a) {
   const auto features = squad::read_validation_features(a.features);
   const auto [start, end] = squad::read_logits(a.logits);
   const auto res = squad::postprocess_qa_predictions(ds.examples, features, start, end, a.opt);
-  squad::write_text_file(a.output, res.predictions_json());
-  if (!a.nbest_output.empty()) squad::write_text_file(a.nbest_output, res.nbest_json());
+  // Every output file or none: a failure on the n-best file leaves no predictions file behind.
+  io::AtomicFileGroup files;
+  files.add(a.output).write(res.predictions_json() + "\n");
+  if (!a.nbest_output.empty()) files.add(a.nbest_output).write(res.nbest_json() + "\n");
   std::string null_odds;
   if (a.opt.version_2_with_negative) {
     null_odds = (std::filesystem::path(a.output).parent_path() / "null_odds.json").string();
-    squad::write_text_file(null_odds, res.null_odds_json());
+    files.add(null_odds).write(res.null_odds_json() + "\n");
   }
+  files.commit();
   // The metric as the example reports it (no_answer_probability 0.0 for every prediction).
   std::vector<squad::Prediction> preds;
   for (const auto& [id, txt] : res.predictions) preds.push_back({id, txt, 0.0});
@@ -68,10 +72,10 @@ Register reg{{"squad-postprocess", "Answers from saved start/end logits (n-best,
                     ->check(CLI::ExistingFile);
                 app.add_option("--n-best-size", args->opt.n_best_size, "candidates kept per example")
                     ->capture_default_str()
-                    ->check(CLI::PositiveNumber);
+                    ->check(positive_number());
                 app.add_option("--max-answer-length", args->opt.max_answer_length, "longest answer in tokens")
                     ->capture_default_str()
-                    ->check(CLI::PositiveNumber);
+                    ->check(positive_number());
                 app.add_flag("--version-2-with-negative", args->opt.version_2_with_negative,
                              "SQuAD v2: allow the null (no-answer) prediction");
                 app.add_option("--null-score-diff-threshold", args->opt.null_score_diff_threshold,

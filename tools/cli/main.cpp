@@ -1,3 +1,7 @@
+#include <cstdlib>
+#include <sstream>
+#include <limits>
+#include <cmath>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -42,6 +46,25 @@ CLI::Validator int_range(int64_t lo, int64_t hi) {
       },
       "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
+CLI::Validator number_range(double lo, double hi, bool lo_open) {
+  std::ostringstream desc;
+  desc << "NUMBER in " << (lo_open ? "(" : "[") << lo << ", " << hi << "]";
+  return CLI::Validator(
+      [lo, hi, lo_open](std::string& v) -> std::string {
+        std::ostringstream why;
+        why << "must be a number " << (lo_open ? "greater than " : "from ") << lo;
+        if (hi < std::numeric_limits<double>::max()) why << " to " << hi;
+        why << ", got '" << v << "'";
+        char* end = nullptr;
+        const double x = v.empty() ? std::nan("") : std::strtod(v.c_str(), &end);
+        const bool ok = !v.empty() && end == v.c_str() + v.size() && std::isfinite(x) && (lo_open ? x > lo : x >= lo) &&
+                        x <= hi;
+        return ok ? std::string() : why.str();
+      },
+      desc.str());
+}
+CLI::Validator positive_number() { return number_range(0, std::numeric_limits<double>::max(), true); }
+CLI::Validator non_negative_number() { return number_range(0, std::numeric_limits<double>::max(), false); }
 void check_output_is_not_input(const std::string& output_flag, const std::string& output,
                                const std::vector<std::pair<std::string, std::string>>& inputs) {
   namespace fs = std::filesystem;
@@ -66,8 +89,10 @@ void add_strict_flag(CLI::App& app, bool& strict) {
                "initialized and reported; the encoder must always match)");
 }
 std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string& task,
-                                      const std::string& quant_config_path, bool strict) {
+                                      const std::string& quant_config_path, bool strict, io::LoadReport* report,
+                                      bool allow_non_finite) {
   io::PretrainedOptions options;
+  options.allow_non_finite = allow_non_finite;
   options.task = task;
   options.strict = strict;
   workflow::QuantConfig qc;
@@ -75,7 +100,7 @@ std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string&
     qc = workflow::QuantConfig::from_json_file(quant_config_path);
     qc.apply_to(options);
   }
-  auto model = io::from_pretrained(dir, options);
+  auto model = io::from_pretrained(dir, options, report);
   qc.apply(*model);
   model->module().eval();
   return model;
@@ -100,6 +125,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "qdqbert-cli %s: error: %s\n", current.c_str(), e.what_without_backtrace());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "qdqbert-cli %s: error: out of memory (an input or option asks for more memory than this "
+                 "machine has)\n", current.c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qdqbert-cli %s: error: %s\n", current.c_str(), e.what());

@@ -1,29 +1,28 @@
 #pragma once
 // Helpers shared by the squad-* subcommands (header-only, internal to qdqbert-cli).
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "qdqbert/error.h"
+#include "qdqbert/io/file.h"
+#include "qdqbert/json.h"
 #include "qdqbert/squad/metrics.h"
 
 namespace qdqbert::cli::squad_cmd {
 
 inline nlohmann::json read_json_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open ", what, " ", path);
+  const std::string text = io::read_file(path, what);
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(what, " ", path, " is not valid JSON: ", e.what());
+    return parse_json(text, std::string(what) + " '" + path + "'");
+  } catch (const JsonSyntaxError& e) {
+    fail(what, " ", path, " is not valid JSON: ", e.parser_message());
   }
 }
 
 /// Predictions as `{id: text}` (the official scripts' and squad-postprocess's layout) or as the HF
 /// metric's list `[{id, prediction_text, no_answer_probability?}]`, in file order.
-inline std::vector<squad::Prediction> read_predictions(const std::string& path) {
-  const nlohmann::json j = read_json_file(path, "predictions file");
+inline std::vector<squad::Prediction> parse_predictions(const nlohmann::json& j, const std::string& path) {
   std::vector<squad::Prediction> out;
   if (j.is_object()) {
     for (auto it = j.begin(); it != j.end(); ++it) {
@@ -49,6 +48,10 @@ inline std::vector<squad::Prediction> read_predictions(const std::string& path) 
     fail("predictions file ", path, ": expected {id: text} or a list of {id, prediction_text}");
   }
   return out;
+}
+
+inline std::vector<squad::Prediction> read_predictions(const std::string& path) {
+  return parse_predictions(read_json_file(path, "predictions file"), path);
 }
 
 }  // namespace qdqbert::cli::squad_cmd

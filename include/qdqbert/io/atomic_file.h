@@ -5,7 +5,9 @@
 /// target. Destroyed without commit(), the temporary file is removed. Torch-free; throws qdqbert::Error.
 
 #include <cstddef>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace qdqbert::io {
 
@@ -20,12 +22,32 @@ class AtomicFile {
   void write(const std::string& s) { write(s.data(), s.size()); }
   /// The temporary file's descriptor (for writers that stream, e.g. protobuf); commit() still required.
   int fd() const { return fd_; }
-  /// Flushes, fsyncs and renames the temporary file over the target.
+  /// Flushes, fsyncs and closes the temporary file (every step that can fail short of the rename);
+  /// called by commit() when not called before.
+  void prepare();
+  /// prepare(), then renames the temporary file over the target.
   void commit();
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_, tmp_;
   int fd_ = -1;
+  bool prepared_ = false, committed_ = false;
+};
+
+/// Several files written all or none (for example a checkpoint's model.safetensors, config.json and
+/// tokenizer files, or squad-postprocess's predictions and n-best files): each is staged as an
+/// AtomicFile; commit() prepares every one (fsync) and checks that no target is a directory before the
+/// first rename, so a failure while writing or flushing any of them leaves every target untouched.
+/// Destroyed without commit(), the staged files are removed.
+class AtomicFileGroup {
+ public:
+  /// Stages `path` (refused when the group already has it). The reference stays valid until commit().
+  AtomicFile& add(const std::string& path);
+  void commit();
+
+ private:
+  std::vector<std::unique_ptr<AtomicFile>> files_;
 };
 
 /// A folder that appears complete or not at all: its files are written into a hidden sibling folder

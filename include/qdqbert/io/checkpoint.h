@@ -50,8 +50,11 @@ struct LoadReport {
 /// describe different encoders. With `strict`, any missing or unexpected key anywhere is an error
 /// listing all of them; without it, head weights missing from the checkpoint keep their initialization
 /// and unused checkpoint tensors (another head, a pooler the class lacks) are only reported.
+///
+/// Also errors on a NaN or Inf in any floating tensor (naming it, with the count and the first bad
+/// value) unless `allow_non_finite`, and on a stored `_amax` that is not finite or is negative (always).
 LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state, bool strict = true,
-                           const std::string& source = "<state dict>");
+                           const std::string& source = "<state dict>", bool allow_non_finite = false);
 
 /// Every tensor of the model's state dict with its Python name (parameters, defined buffers,
 /// quantizer `_amax`), including both names of tied weights.
@@ -67,6 +70,8 @@ struct PretrainedOptions {
   bool log_summary = true;
   /// Override the descriptors stored in config.json (or the process defaults).
   std::optional<nn::QuantDescriptor> quant_desc_input, quant_desc_weight;
+  /// Load weights that hold NaN or Inf (refused by default, since every output would be NaN).
+  bool allow_non_finite = false;
   /// Override num_labels (heads of a base checkpoint).
   std::optional<int64_t> num_labels;
 };
@@ -76,11 +81,16 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
                                            LoadReport* report = nullptr);
 
 /// Writes `dir`/config.json (with "architectures" and a "quantization_config" holding the descriptors in
-/// use) and `dir`/model.safetensors, each atomically. Creates `dir` if needed.
-void save_pretrained(TaskModel& model, const std::string& dir);
+/// use), `dir`/model.safetensors and `extra_files` (name in `dir` → bytes, e.g. tokenizer_files()), all
+/// or none (io::AtomicFileGroup): a failure on any file leaves every one as it was. Creates `dir` if needed.
+void save_pretrained(TaskModel& model, const std::string& dir,
+                     const std::vector<std::pair<std::string, std::string>>& extra_files = {});
 
-/// Copies the tokenizer files a checkpoint folder has (vocab.txt, tokenizer.json, tokenizer_config.json,
-/// special_tokens_map.json, SentencePiece models) into `to_dir`, each atomically. Error when it has none.
+/// The tokenizer files a checkpoint folder has (vocab.txt, tokenizer.json, tokenizer_config.json,
+/// special_tokens_map.json, SentencePiece models), as (file name, bytes); empty when it has none.
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const std::string& from_dir);
+
+/// Copies tokenizer_files(from_dir) into `to_dir`, all or none. Error when it has none.
 void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
 
 }  // namespace qdqbert::io

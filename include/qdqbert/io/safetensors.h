@@ -13,22 +13,17 @@
 #include <vector>
 
 #include "qdqbert/io/atomic_file.h"  // write_file_atomic, for callers that used to find it here
+#include "qdqbert/io/safetensors_layout.h"
 
 namespace qdqbert::io {
-
-/// Header entry of one tensor.
-struct SafetensorsEntry {
-  std::string dtype;  ///< "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  ///< relative to the data section
-};
 
 /// An opened safetensors file. Tensors returned by `get` alias the read-only mapping (zero copy) and
 /// keep it alive; clone() before writing to them in place.
 class SafetensorsFile {
  public:
-  /// Maps and validates `path` (header length, JSON, dtypes, shapes vs byte ranges, overlaps, bounds).
-  /// Throws c10::Error naming the file and key at fault.
+  /// Maps and validates `path` (parse_safetensors_layout: header length, JSON, dtypes, overflow-checked
+  /// shapes vs byte ranges, overlaps, bounds; a regular file only). Throws c10::Error naming the file and
+  /// key at fault.
   explicit SafetensorsFile(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -58,5 +53,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
                       const std::map<std::string, std::string>& metadata = {});
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+/// The bytes save_safetensors writes, into a staged file the caller commits (with others, in a group).
+void write_safetensors(AtomicFile& out, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace qdqbert::io

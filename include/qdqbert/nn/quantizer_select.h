@@ -63,8 +63,8 @@ std::vector<QuantizerInfo> list_quantizers(torch::nn::Module& root);
 struct QuantizerSelector {
   std::vector<QuantizerRole> roles;  ///< role is one of these (empty = any role)
   std::vector<int64_t> layers;       ///< layer is one of these (empty = any; set → quantizers without a layer never match)
-  std::string name_regex;            ///< ECMAScript regex, std::regex_search on the full name (empty = any)
-  std::string owner_regex;           ///< ECMAScript regex, std::regex_search on the owner path (empty = any)
+  std::string name_regex;            ///< qdqbert::Regex (linear time), searched in the full name (empty = any)
+  std::string owner_regex;           ///< qdqbert::Regex, searched in the owner path (empty = any)
 
   /// Whether `info` passes. Compiles the regexes on every call (use select_quantizers for a tree);
   /// c10::ValueError naming the pattern when one is invalid.

@@ -85,6 +85,8 @@ std::string features_to_json(const std::vector<Feature>& features, int64_t num_e
 /// Reads the validation view (`example_id`, `offset_mapping`; the other fields when present) from a
 /// features JSON file of that layout.
 std::vector<Feature> read_validation_features(const std::string& path);
+/// read_validation_features on text already read (`path` names it in errors).
+std::vector<Feature> parse_validation_features(const std::string& text, const std::string& path);
 
 /// Train labels of one window, like `prepare_train_features` (including its quirk when the answer
 /// starts in the window's last context token). Exposed for testing.

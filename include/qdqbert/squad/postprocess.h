@@ -55,6 +55,9 @@ PostprocessResult postprocess_qa_predictions(const std::vector<Example>& example
 
 /// Reads `{start_logits: [[float]], end_logits: [[float]]}` (the layout of the fixtures' logits_*.json).
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read_logits(const std::string& path);
+/// read_logits on text already read (`path` names it in errors).
+std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> parse_logits(const std::string& text,
+                                                                                         const std::string& path);
 
 /// Writes `text` to `path` atomically, ending with one newline (added when missing).
 void write_text_file(const std::string& path, const std::string& text);

@@ -30,7 +30,7 @@
 namespace qdqbert::workflow {
 
 struct QuantizerRule {
-  std::string pattern;  ///< ECMAScript regex, searched in the full quantizer name
+  std::string pattern;  ///< regex (qdqbert::Regex, linear time), searched in the full quantizer name
   std::optional<bool> enable;
   std::optional<int64_t> num_bits;
   std::optional<bool> is_unsigned;

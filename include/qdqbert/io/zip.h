@@ -1,0 +1,31 @@
+#pragma once
+/// \file
+/// The central directory of a zip archive (what torch.save writes: pytorch_model.bin), listed and
+/// validated without torch (the core target). The .bin reader checks every record's size against the
+/// file before anything is inflated or allocated, and a fuzzer can reach this parser alone.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qdqbert::io {
+
+/// One record of a zip archive.
+struct ZipEntry {
+  std::string name;
+  uint16_t method = 0;           ///< 0 = stored (what torch.save writes), 8 = deflated
+  uint64_t compressed_size = 0;  ///< bytes in the file
+  uint64_t size = 0;             ///< bytes once extracted
+  uint64_t data_offset = 0;      ///< where the record's bytes start in the file (after its local header)
+};
+
+/// Lists the records of the zip archive held in `data` (`size` bytes; `path` names it in errors),
+/// ZIP64 included. Every offset and size is checked against the file with overflow-checked arithmetic.
+/// Refuses (qdqbert::Error naming the path and record): no end-of-central-directory record, a
+/// directory or local header outside the file or with a wrong signature, a record whose bytes run past
+/// the end, an encrypted record, a method other than stored or deflated, a stored record whose two
+/// sizes differ, duplicate names, and records that together extract to more bytes than the file holds
+/// (a small deflated file could otherwise claim gigabytes; torch.save stores records uncompressed).
+std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::string& path);
+
+}  // namespace qdqbert::io
