@@ -67,7 +67,10 @@ std::string read_file(const std::string& path, const std::string& what) {
 
 MappedFile::MappedFile(const std::string& path, const std::string& what) : path_(path) {
   const int fd = open_regular_file(path, what);
-  FdCloser guard{fd};
+  fd_ = std::shared_ptr<int>(new int(fd), [](int* p) {
+    ::close(*p);
+    delete p;
+  });
   size_ = regular_file_size(fd, path, what);
   if (size_ == 0) return;
   void* addr = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);

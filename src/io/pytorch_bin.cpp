@@ -9,6 +9,10 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 
@@ -20,15 +24,43 @@
 #include "qdqbert/strings.h"
 
 namespace qdqbert::io {
+namespace {
+
+// LibTorch's zip reader over the file list_zip checked: the same open descriptor, read with pread, so
+// what LibTorch reads is the file that was accepted (never a second open by name), and the records it
+// copies out do not also stay resident as mapped pages.
+class CheckedFileReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit CheckedFileReader(MappedFile file) : file_(std::move(file)) {}
+  size_t size() const override { return static_cast<size_t>(file_.size()); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* what) const override {
+    if (pos >= file_.size()) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, file_.size() - pos));
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t k = ::pread(file_.fd(), static_cast<char*>(buf) + done, n - done, static_cast<off_t>(pos + done));
+      if (k < 0 && errno == EINTR) continue;
+      TORCH_CHECK(k > 0, "pytorch_model.bin '", file_.path(), "': cannot read ", what, ": ", std::strerror(errno));
+      done += static_cast<size_t>(k);
+    }
+    return done;
+  }
+
+ private:
+  MappedFile file_;
+};
+
+}  // namespace
 
 std::map<std::string, at::Tensor> read_pytorch_bin(const std::string& path) {
   // The directory first: a regular file only, every record inside it, nothing inflating past its size.
   std::string prefix;
   std::map<std::string, uint64_t> storage_bytes;
   bool has_pickle = false;
+  std::optional<MappedFile> file;
   try {
-    const MappedFile file(path, "pytorch_model.bin");
-    const std::vector<ZipEntry> records = list_zip(file.data(), file.size(), path);
+    file.emplace(path, "pytorch_model.bin");
+    const std::vector<ZipEntry> records = list_zip(file->data(), file->size(), path);
     TORCH_CHECK(!records.empty(), "pytorch_model.bin '", path, "': the zip archive is empty");
     // torch.save puts every record under one folder named after the archive ("archive/data.pkl").
     const size_t slash = records.front().name.find('/');
@@ -43,7 +75,7 @@ std::map<std::string, at::Tensor> read_pytorch_bin(const std::string& path) {
   TORCH_CHECK(has_pickle, "pytorch_model.bin '", path, "': no data.pkl record");
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   try {
-    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(std::make_shared<CheckedFileReader>(*file));
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "pytorch_model.bin '", path, "' is not a torch.save zip archive: ", e.what_without_backtrace());
   }

@@ -13,18 +13,16 @@
 namespace qdqbert::io {
 namespace {
 
+// The dtype names of safetensors_layout.h as torch types (their sizes come from c10::elementSize).
 struct DtypeInfo {
   const char* name;
   at::ScalarType type;
-  int64_t size;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", at::kDouble, 8}, {"F32", at::kFloat, 4}, {"F16", at::kHalf, 2}, {"BF16", at::kBFloat16, 2},
-    {"I64", at::kLong, 8},   {"I32", at::kInt, 4},   {"I16", at::kShort, 2}, {"I8", at::kChar, 1},
-    {"U8", at::kByte, 1},    {"BOOL", at::kBool, 1},
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16}, {"I64", at::kLong},
+    {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},   {"U8", at::kByte},       {"BOOL", at::kBool},
 };
 
-// The torch side of safetensors_dtype_size's names.
 const DtypeInfo* dtype_by_name(const std::string& n) {
   for (const auto& d : kDtypes) {
     if (n == d.name) return &d;
@@ -76,7 +74,7 @@ at::Tensor SafetensorsFile::get(const std::string& key) const {
   auto options = at::TensorOptions().dtype(info->type);
   if (e.end == e.begin) return at::empty(e.shape, options);
   void* ptr = const_cast<uint8_t*>(data_ + e.begin);
-  if (reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(info->size) != 0) {
+  if (reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(c10::elementSize(info->type)) != 0) {
     // Misaligned for its dtype: copy instead of aliasing.
     at::Tensor t = at::empty(e.shape, options);
     std::memcpy(t.data_ptr(), ptr, e.end - e.begin);
@@ -109,7 +107,7 @@ void write_safetensors(AtomicFile& out, const std::vector<std::pair<std::string,
     const DtypeInfo* info = dtype_by_type(t.scalar_type());
     TORCH_CHECK(info, "save_safetensors: tensor '", name, "' has unsupported dtype ", t.scalar_type());
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * info->size;
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c10::elementSize(info->type);
     header[name] = {{"dtype", info->name}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(c);

@@ -33,9 +33,13 @@ class MappedFile {
   uint64_t size() const { return size_; }
   /// The mapping's owner, for aliases that must keep it alive.
   const std::shared_ptr<void>& mapping() const { return mapping_; }
+  /// The open descriptor of the same file (while this object or a copy lives), for readers that copy
+  /// with pread instead of touching the mapping: pages read that way do not stay in the process's RSS.
+  int fd() const { return *fd_; }
 
  private:
   std::string path_;
+  std::shared_ptr<int> fd_;  // closed with the last copy
   std::shared_ptr<void> mapping_;
   uint64_t size_ = 0;
 };
