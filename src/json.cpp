@@ -70,6 +70,14 @@ nlohmann::json parse_json(std::string_view text, const std::string& origin, int 
   return parse_bounded<nlohmann::json>(text, origin, max_depth);
 }
 
+nlohmann::json parse_json_document(std::string_view text, const std::string& subject) {
+  try {
+    return parse_json(text, subject);
+  } catch (const JsonSyntaxError& e) {
+    fail(subject, " is not valid JSON: ", e.parser_message());
+  }
+}
+
 nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& origin, int max_depth) {
   return parse_bounded<nlohmann::ordered_json>(text, origin, max_depth);
 }

@@ -38,6 +38,11 @@ class JsonSyntaxError : public Error {
 /// container opens at level max_depth + 1 (offset: 0-based, of that container's opening bracket).
 nlohmann::json parse_json(std::string_view text, const std::string& origin, int max_depth = kMaxJsonDepth);
 
+/// parse_json for the readers whose errors say "<subject> is not valid JSON: <parser message>" (the SQuAD
+/// data, features and logits readers, squad-eval's predictions): a syntax error is worded that way, a
+/// document nested too deep reads "<subject>: JSON nested deeper than ..."; both are qdqbert::Error.
+nlohmann::json parse_json_document(std::string_view text, const std::string& subject);
+
 /// parse_json for nlohmann::ordered_json (object keys keep their file order); same checks and errors.
 nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& origin,
                                           int max_depth = kMaxJsonDepth);

@@ -46,12 +46,7 @@ const json& array_member(const json& obj, const char* key, const std::string& wh
 }  // namespace
 
 Dataset parse_squad(const std::string& json_text, const std::string& source, const ReadOptions& options) {
-  json root;
-  try {
-    root = parse_json(json_text, "squad: " + source);
-  } catch (const JsonSyntaxError& e) {
-    fail("squad: ", source, " is not valid JSON: ", e.parser_message());
-  }
+  const json root = parse_json_document(json_text, "squad: " + source);
   Dataset ds;
   if (!root.is_object()) fail("squad: ", source, ": top level must be an object with \"data\"");
   if (auto v = root.find("version"); v != root.end() && v->is_string()) ds.version = v->get<std::string>();

@@ -169,12 +169,7 @@ std::vector<Feature> read_validation_features(const std::string& path) {
 
 std::vector<Feature> parse_validation_features(const std::string& text, const std::string& path) {
   using nlohmann::json;
-  json root;
-  try {
-    root = parse_json(text, "squad: features file '" + path + "'");
-  } catch (const JsonSyntaxError& e) {
-    fail("squad: ", path, " is not valid JSON: ", e.parser_message());
-  }
+  const json root = parse_json_document(text, "squad: " + path);
   QDQBERT_CHECK(root.is_object() && root.contains("validation_features") && root["validation_features"].is_array(),
                 "squad: ", path, ": missing array \"validation_features\"");
   std::vector<Feature> out;

@@ -196,12 +196,7 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> read
 
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> parse_logits(const std::string& text,
                                                                                          const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = parse_json(text, "squad: logits file '" + path + "'");
-  } catch (const JsonSyntaxError& e) {
-    fail("squad: ", path, " is not valid JSON: ", e.parser_message());
-  }
+  const nlohmann::json j = parse_json_document(text, "squad: " + path);
   auto rows = [&](const char* key) {
     QDQBERT_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "squad: ", path, ": missing array \"", key,
                   "\"");

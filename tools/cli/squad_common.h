@@ -12,12 +12,7 @@
 namespace qdqbert::cli::squad_cmd {
 
 inline nlohmann::json read_json_file(const std::string& path, const char* what) {
-  const std::string text = io::read_file(path, what);
-  try {
-    return parse_json(text, std::string(what) + " '" + path + "'");
-  } catch (const JsonSyntaxError& e) {
-    fail(what, " ", path, " is not valid JSON: ", e.parser_message());
-  }
+  return parse_json_document(io::read_file(path, what), std::string(what) + " " + path);
 }
 
 /// Predictions as `{id: text}` (the official scripts' and squad-postprocess's layout) or as the HF
