@@ -55,9 +55,9 @@ std::string py_float_repr(double v) {
 void QuantDescriptor::validate() const {
   // The range the fake-quant kernels support: refused here, where the descriptor is read, instead of at
   // the first forward pass, where neither the file nor the quantizer would be named.
-  const int64_t min_bits = is_unsigned ? 1 : 2;
-  QDQBERT_CHECK(num_bits >= min_bits && num_bits <= 22, "QuantDescriptor: num_bits must be in [", min_bits,
-                ", 22] for ", is_unsigned ? "unsigned" : "signed", " quantization, got ", num_bits);
+  const int64_t min_bits = is_unsigned ? kMinUnsignedBits : kMinSignedBits;
+  QDQBERT_CHECK(num_bits >= min_bits && num_bits <= kMaxBits, "QuantDescriptor: num_bits must be in [", min_bits,
+                ", ", kMaxBits, "] for ", is_unsigned ? "unsigned" : "signed", " quantization, got ", num_bits);
   QDQBERT_CHECK(calib_method == "max" || calib_method == "histogram" || calib_method == "none",
                 "QuantDescriptor: unknown calib_method '", calib_method,
                 "' (max, histogram, or none for a quantizer that is never calibrated)");
@@ -152,8 +152,8 @@ void from_json(const nlohmann::json& j, QuantDescriptor& d) {
       integral = true;
       for (const auto& e : v) integral = integral && e.is_number_integer();
     }
-    QDQBERT_CHECK(integral, "QuantDescriptor JSON: key '", key, "' must be an integer", key[0] == 'a' ? " or a list of integers" : "",
-                  ", got ", v.dump());
+    QDQBERT_CHECK(integral, "QuantDescriptor JSON: key '", key, "' must be an integer",
+                  key[0] == 'a' ? " or a list of integers" : "", ", got ", v.dump());
   }
   auto get = [&](const char* key, auto& out) {
     if (!j.contains(key) || j[key].is_null()) return false;

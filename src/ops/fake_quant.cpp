@@ -8,6 +8,7 @@
 
 #include "ops/cpu/fake_quant_kernel.h"
 #include "qdqbert/build_config.h"
+#include "qdqbert/nn/quant_descriptor.h"
 
 #if QDQBERT_CUDA_DISPATCH
 #include <ATen/cuda/CUDAContext.h>
@@ -22,8 +23,9 @@ namespace {
 constexpr float kTinyAmax = 1.0f / (1 << 24);
 
 void check_num_bits(int64_t num_bits, bool is_unsigned) {
-  TORCH_CHECK_VALUE(num_bits >= (is_unsigned ? 1 : 2) && num_bits <= 22,
-                    "qdqbert fake quant: num_bits must be in [", is_unsigned ? 1 : 2, ", 22], got ", num_bits);
+  const int64_t min_bits = is_unsigned ? nn::kMinUnsignedBits : nn::kMinSignedBits;
+  TORCH_CHECK_VALUE(num_bits >= min_bits && num_bits <= nn::kMaxBits, "qdqbert fake quant: num_bits must be in [",
+                    min_bits, ", ", nn::kMaxBits, "], got ", num_bits);
 }
 
 bool is_supported_float(at::ScalarType t) {

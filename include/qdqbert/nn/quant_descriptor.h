@@ -12,6 +12,10 @@
 
 namespace qdqbert::nn {
 
+/// The bit widths the fake-quant kernels support: [2, 22] signed, [1, 22] unsigned. Descriptors are
+/// checked against them when they are read, the kernels when they run.
+constexpr int64_t kMinSignedBits = 2, kMinUnsignedBits = 1, kMaxBits = 22;
+
 /// How a tensor is quantized. Field names follow the Python keyword arguments; `unsigned` is
 /// `is_unsigned` here because `unsigned` is a C++ keyword (the JSON key stays "unsigned").
 struct QuantDescriptor {
