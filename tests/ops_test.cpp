@@ -198,6 +198,65 @@ TEST(FakeQuant, GradientIsClippedStraightThrough) {
   EXPECT_TRUE(qt::tensors_equal(x.grad(), torch::tensor({0.f, 1.f, 1.f, 1.f, 1.f, 1.f, 0.f}), "ste"));
 }
 
+// The learned-step-size op: forward bit-identical to fake_tensor_quant, x's gradient the same
+// straight-through one, and amax's gradient the derivative of the composite formula
+// clamp(round(x * b / a), lo, hi) * a / b with round passed straight through, computed by autograd in double.
+TEST(FakeQuant, LearnedAmaxGradientIsTheDerivativeOfTheOutput) {
+  torch::manual_seed(11);
+  for (const bool narrow : {true, false}) {
+    for (const bool is_unsigned : {false, true}) {
+      for (const int64_t bits : {4, 8}) {
+        at::Tensor x0 = torch::randn({4, 257}) * 3;
+        if (is_unsigned) x0 = x0.abs();
+        const float a0 = 2.5f;
+        const std::string what = "bits " + std::to_string(bits) + (narrow ? " narrow" : "") + (is_unsigned ? " unsigned" : "");
+        at::Tensor x = x0.clone().requires_grad_(true);
+        at::Tensor a = torch::tensor(a0).requires_grad_(true);
+        at::Tensor w = torch::randn({4, 257});  // a non-uniform upstream gradient
+        at::Tensor y = qdqbert::ops::fake_tensor_quant_learned(x, a, bits, is_unsigned, narrow, /*grad_scale=*/0.5);
+        EXPECT_TRUE(qt::tensors_equal(y, fake_tensor_quant(x0, torch::tensor(a0), bits, is_unsigned, narrow), what + " forward"));
+        (y * w).sum().backward();
+        at::Tensor xs = x0.clone().requires_grad_(true);
+        fake_tensor_quant(xs, torch::tensor(a0), bits, is_unsigned, narrow).mul(w).sum().backward();
+        EXPECT_TRUE(qt::tensors_equal(x.grad(), xs.grad(), what + " x gradient"));
+
+        const double hi = qdqbert::ops::max_bound(bits, is_unsigned);
+        const double lo = qdqbert::ops::min_bound(bits, is_unsigned, narrow);
+        at::Tensor ad = torch::tensor(static_cast<double>(a0), torch::kDouble).requires_grad_(true);
+        at::Tensor u = x0.to(torch::kDouble) * hi / ad;
+        at::Tensor r = u + (torch::round(u) - u).detach();
+        (torch::clamp(r, lo, hi) * ad / hi * w.to(torch::kDouble)).sum().backward();
+        const double expected = 0.5 * ad.grad().item<double>();
+        EXPECT_NEAR(a.grad().item<double>(), expected, 1e-5 * (1 + std::abs(expected))) << what;
+      }
+    }
+  }
+}
+
+TEST(FakeQuant, LearnedAmaxTradesClippingAgainstRounding) {
+  // Values far inside a wide range: the gradient of the squared error asks for a smaller range (finer
+  // steps); values far outside a narrow range ask for a larger one.
+  at::Tensor x = torch::linspace(-1, 1, 1001);
+  auto grad_of_error = [&](float amax) {
+    at::Tensor a = torch::tensor(amax).requires_grad_(true);
+    (qdqbert::ops::fake_tensor_quant_learned(x, a, 4, false, true) - x).pow(2).sum().backward();
+    return a.grad().item<double>();
+  };
+  EXPECT_GT(grad_of_error(50.f), 0) << "too wide: shrink";
+  EXPECT_LT(grad_of_error(0.2f), 0) << "too narrow: grow";
+  // Errors: a per-channel amax, an undefined one.
+  EXPECT_NE(qt::error_message([&] { qdqbert::ops::fake_tensor_quant_learned(x, torch::ones({2}), 8); }).find("per tensor"),
+            std::string::npos);
+  EXPECT_NE(qt::error_message([&] { qdqbert::ops::fake_tensor_quant_learned(x, at::Tensor(), 8); }).find("undefined"),
+            std::string::npos);
+  // Zero amax: zeros out, no gradient for the range.
+  at::Tensor z = torch::tensor(0.f).requires_grad_(true);
+  at::Tensor xz = x.clone().requires_grad_(true);
+  EXPECT_EQ(qdqbert::ops::fake_tensor_quant_learned(xz, z, 8).abs().sum().item<float>(), 0.f);
+  qdqbert::ops::fake_tensor_quant_learned(xz, z, 8).sum().backward();
+  EXPECT_EQ(z.grad().item<float>(), 0.f);
+}
+
 TEST(FakeQuant, AmaxAlongAxisAndReduceAmax) {
   at::Tensor a = torch::tensor({1.f, 2.f, 3.f});
   EXPECT_EQ(qdqbert::ops::amax_along_axis(a, 0, 3).sizes(), (std::vector<int64_t>{3, 1, 1}));

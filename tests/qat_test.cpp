@@ -159,6 +159,46 @@ TEST(LearnAmax, StartsFromTheCalibratedAmaxAndFreezesTheLearnedOne) {
   EXPECT_NE(qt::error_message([&] { fixed->freeze_learned_amax(); }).find("does not learn"), std::string::npos);
 }
 
+TEST(LearnAmax, LearnedStepSizeStartsFromTheCalibratedOutputAndFreezesExpLogAmax) {
+  nn::TensorQuantizer q(nn::TensorQuantizerOptions().quant_desc(nn::QuantDescriptor()));
+  q->set_amax(2.0);
+  torch::manual_seed(3);
+  at::Tensor x = torch::randn({64}) * 3;
+  const at::Tensor before = q->forward(x);
+  q->start_learning_amax(nn::RangeLearning::kLsq);
+  EXPECT_TRUE(q->learns_range());
+  EXPECT_FALSE(q->learn_amax());  // not the toolkit's Clip learner: no clip in forward or export
+  ASSERT_EQ(q->named_parameters().size(), 1u);
+  EXPECT_EQ(q->named_parameters().begin()->key(), "learned_range.log_amax");
+  EXPECT_TRUE(nn::is_range_parameter("bert.encoder.layer.0.output.add_local_input_quantizer.learned_range.log_amax"));
+  EXPECT_TRUE(nn::is_range_parameter("x._input_quantizer.clip.clip_value_max"));
+  EXPECT_FALSE(nn::is_range_parameter("bert.encoder.layer.0.output.dense.weight"));
+  // Unlike the Clip learner, the whole output is the calibrated one, below -amax included.
+  EXPECT_TRUE(qt::tensors_equal(q->forward(x), before, "learning starts from the calibrated output"));
+  at::Tensor xs = x.clone().requires_grad_(true);
+  q->forward(xs).pow(2).sum().backward();
+  EXPECT_TRUE(q->learned_range->log_amax.grad().defined());
+  EXPECT_NE(q->learned_range->log_amax.grad().item<float>(), 0.f);
+  {
+    torch::NoGradGuard ng;
+    q->learned_range->log_amax.fill_(std::log(3.0));
+  }
+  EXPECT_NEAR(q->effective_amax(x).item<double>(), 3.0, 1e-6);
+  q->freeze_learned_amax();
+  EXPECT_FALSE(q->learns_range());
+  EXPECT_NEAR(q->amax().item<double>(), 3.0, 1e-6);
+  EXPECT_TRUE(q->named_parameters().is_empty());
+  EXPECT_EQ(q->named_children().size(), 0u);
+  nn::TensorQuantizer fixed(nn::TensorQuantizerOptions().quant_desc(nn::QuantDescriptor()));
+  fixed->set_amax(q->amax().item<double>());
+  EXPECT_TRUE(qt::tensors_equal(q->forward(x), fixed->forward(x), "frozen = a static amax of exp(log_amax)"));
+  EXPECT_NE(qt::error_message([] { nn::parse_range_learning("pact"); }).find("clip or lsq"), std::string::npos);
+  nn::TensorQuantizer twice(nn::TensorQuantizerOptions().quant_desc(nn::QuantDescriptor()));
+  twice->set_amax(1.0);
+  twice->start_learning_amax(nn::RangeLearning::kLsq);
+  EXPECT_NE(qt::error_message([&] { twice->start_learning_amax(); }).find("already"), std::string::npos);
+}
+
 TEST(Distill, TrainingBringsTheStudentCloserToTheTeacher) {
   // 4-bit, so that the tiny model's PTQ start is clearly off.
   auto models = teacher_and_student(4);
@@ -195,7 +235,9 @@ TEST(Distill, TrainingBringsTheStudentCloserToTheTeacher) {
   EXPECT_EQ(r2.loss, r.loss);
 }
 
-TEST(Distill, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
+class DistillRanges : public ::testing::TestWithParam<nn::RangeLearning> {};
+
+TEST_P(DistillRanges, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
   auto models = teacher_and_student();
   auto teacher = models.first, student = models.second;
   std::map<std::string, double> before;
@@ -205,16 +247,17 @@ TEST(Distill, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
   o.lr = 1e-3;
   o.amax_lr = 0.05;
   o.learn_amax = true;
+  o.range_learning = GetParam();
   o.loss = workflow::DistillLoss::kCosineHidden;
   auto r = workflow::distill_qat(*student, *teacher, batches(4, 8, 12, 5), batches(2, 8, 12, 6), o);
   EXPECT_GT(r.learned_amax_quantizers, 0);
   int64_t moved = 0;
   for (auto& [n, q] : named_quantizers(student->module())) {
-    EXPECT_FALSE(q->learn_amax()) << n;
+    EXPECT_FALSE(q->learns_range()) << n;
     moved += q->amax().max().item<double>() != before[n];
   }
   EXPECT_GT(moved, 0) << "no learned range moved";
-  for (const auto& p : student->module().named_parameters()) EXPECT_EQ(p.key().find("clip"), std::string::npos) << p.key();
+  for (const auto& p : student->module().named_parameters()) EXPECT_FALSE(nn::is_range_parameter(p.key())) << p.key();
   // The checkpoint reloads with the learned amax as a plain static amax.
   const fs::path dir = fs::temp_directory_path() / ("qdqbert_distill_" + std::to_string(::getpid()));
   io::save_pretrained(*student, dir.string());
@@ -226,6 +269,9 @@ TEST(Distill, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
   EXPECT_TRUE(qt::tensors_equal(back->run(in).last_hidden_state, student->run(in).last_hidden_state, "reloaded"));
   fs::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(ClipAndLsq, DistillRanges, ::testing::Values(nn::RangeLearning::kClip, nn::RangeLearning::kLsq),
+                         [](const auto& info) { return nn::to_string(info.param); });
 
 TEST(Distill, BadInputsAreNamed) {
   auto models = teacher_and_student();

@@ -42,7 +42,7 @@ void QuantLinearImpl::reset_parameters() {
 at::Tensor QuantLinearImpl::quantized_weight() {
   auto& wq = *weight_quantizer;
   const bool cacheable = !is_training() && !(at::GradMode::is_enabled() && weight.requires_grad()) &&
-                         wq.is_enabled() && wq.is_quant_enabled() && !wq.is_calib_enabled() && !wq.learn_amax();
+                         wq.is_enabled() && wq.is_quant_enabled() && !wq.is_calib_enabled() && !wq.learns_range();
   if (!cacheable) {
     cached_weight_ = at::Tensor();
     return wq.forward(weight);

@@ -9,6 +9,7 @@
 
 #include "nn/module_access.h"
 #include "qdqbert/ops/fake_quant.h"
+#include "qdqbert/strings.h"
 
 namespace qdqbert::nn {
 
@@ -46,6 +47,35 @@ void ClipImpl::reset() {
 }
 
 at::Tensor ClipImpl::forward(const at::Tensor& x) { return ClipFunction::apply(x, clip_value_min, clip_value_max); }
+
+// ----------------------------------------------------------------------------------------------
+// LearnedRange
+// ----------------------------------------------------------------------------------------------
+LearnedRangeImpl::LearnedRangeImpl(double amax) : init_amax_(amax) {
+  TORCH_CHECK_VALUE(std::isfinite(amax) && amax > 0, "LearnedRange: amax must be positive and finite, got ", amax);
+  reset();
+}
+
+void LearnedRangeImpl::reset() {
+  log_amax = register_parameter("log_amax", at::scalar_tensor(std::log(init_amax_), at::kFloat));
+}
+
+at::Tensor LearnedRangeImpl::amax() const { return log_amax.exp(); }
+
+bool is_range_parameter(const std::string& name) {
+  for (const char* leaf : {"clip.clip_value_min", "clip.clip_value_max", "learned_range.log_amax"}) {
+    if (name == leaf || ends_with(name, std::string(".") + leaf)) return true;
+  }
+  return false;
+}
+
+RangeLearning parse_range_learning(const std::string& name) {
+  if (name == "lsq") return RangeLearning::kLsq;
+  TORCH_CHECK_VALUE(name == "clip", "unknown range learning '", name, "' (clip or lsq)");
+  return RangeLearning::kClip;
+}
+
+std::string to_string(RangeLearning how) { return how == RangeLearning::kLsq ? "lsq" : "clip"; }
 
 // ----------------------------------------------------------------------------------------------
 // TensorQuantizer
@@ -87,6 +117,7 @@ TensorQuantizerImpl::TensorQuantizerImpl(const TensorQuantizerImpl& o)
 #endif
       torch::nn::Cloneable<TensorQuantizerImpl>(o),
       clip(o.clip),
+      learned_range(o.learned_range),
       options_(o.options_),
       num_bits_(o.num_bits_),
       fake_quant_(o.fake_quant_),
@@ -230,14 +261,20 @@ void TensorQuantizerImpl::init_learn_amax() {
   ++state_version_;
 }
 
-void TensorQuantizerImpl::start_learning_amax() {
-  TORCH_CHECK_VALUE(!learn_amax_, "TensorQuantizer: already learning its amax");
+void TensorQuantizerImpl::start_learning_amax(RangeLearning how) {
+  TORCH_CHECK_VALUE(!learns_range(), "TensorQuantizer: already learning its amax");
   TORCH_CHECK_VALUE(amax_.defined(), "TensorQuantizer: learning amax needs a calibrated (stored) amax to start from");
   TORCH_CHECK_VALUE(amax_.numel() == 1 && !axis_,
                     "TensorQuantizer: learning amax needs a per-tensor amax (the clip bounds are scalars), got shape ",
                     amax_.sizes());
   const double a = amax_.item<double>();
   TORCH_CHECK_VALUE(std::isfinite(a) && a > 0, "TensorQuantizer: learning amax needs a positive finite amax, got ", a);
+  if (how == RangeLearning::kLsq) {
+    learned_range = register_module("learned_range", LearnedRange(a));
+    if (amax_.device() != learned_range->log_amax.device()) learned_range->to(amax_.device());
+    ++state_version_;
+    return;
+  }
   learn_amax_ = true;
   clip = register_module("clip", Clip(-a, a));
   if (amax_.device() != clip->clip_value_min.device()) clip->to(amax_.device());
@@ -246,8 +283,19 @@ void TensorQuantizerImpl::start_learning_amax() {
 }
 
 void TensorQuantizerImpl::freeze_learned_amax() {
-  TORCH_CHECK_VALUE(learn_amax_ && clip, "TensorQuantizer: freeze_learned_amax on a quantizer that does not learn "
-                                         "its amax");
+  TORCH_CHECK_VALUE((learn_amax_ && clip) || learned_range,
+                    "TensorQuantizer: freeze_learned_amax on a quantizer that does not learn its amax");
+  if (learned_range) {
+    at::Tensor a;
+    {
+      at::NoGradGuard no_grad;
+      a = learned_range->amax().detach().clone();
+    }
+    unregister_module("learned_range");
+    learned_range = nullptr;
+    set_amax(a.reshape(amax_.sizes()).to(amax_.device()), /*allow_shape_change=*/true);
+    return;
+  }
   at::Tensor a;
   {
     at::NoGradGuard no_grad;
@@ -292,7 +340,9 @@ std::vector<int64_t> TensorQuantizerImpl::reduce_keep_axes(int64_t ndim) const {
 
 at::Tensor TensorQuantizerImpl::effective_amax(const at::Tensor& x) const {
   at::Tensor amax;
-  if (amax_.defined()) {
+  if (learned_range) {
+    amax = learned_range->amax().reshape(amax_.sizes());
+  } else if (amax_.defined()) {
     amax = amax_;
   } else if (!axis_) {
     amax = ops::reduce_amax_keep(x, {});
@@ -332,8 +382,11 @@ at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
   }
   if (if_quant_) {
     // A static amax in the reference mode: validated and turned into a scale once (prepared_amax).
-    if (fake_quant_ && mode_ == FakeQuantMode::kReference && !learn_amax_ && amax_.defined() && x.defined()) {
+    if (fake_quant_ && mode_ == FakeQuantMode::kReference && !learns_range() && amax_.defined() && x.defined()) {
       return ops::fake_tensor_quant(x, prepared_amax(x.device()));
+    }
+    if (learned_range && fake_quant_ && mode_ == FakeQuantMode::kReference) {
+      return ops::fake_tensor_quant_learned(x, effective_amax(x), num_bits_, unsigned_, narrow_range_);
     }
     at::Tensor in = x;
     at::Tensor amax;
@@ -386,7 +439,7 @@ std::string TensorQuantizerImpl::extra_repr() const {
          std::to_string(amax_.numel()) + ")";
   }
   if (scale_amax_ && *scale_amax_ != 0.0) s += " *" + py_float_repr(*scale_amax_);
-  if (learn_amax_) s += " learned";
+  if (learns_range()) s += " learned";
   if (calibrator_) s += " calibrator=" + calibrator_->name();
   if (scale_.defined() && scale_.numel() == 1) s += " scale=" + py_float_repr(scale_.item<double>());
   if (if_quant_) s += " quant";

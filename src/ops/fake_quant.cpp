@@ -219,6 +219,46 @@ struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   }
 };
 
+// Learned step size: the forward of QuantizeFunction, plus the derivative of the output in amax.
+struct LearnedQuantizeFunction : public torch::autograd::Function<LearnedQuantizeFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& amax,
+                            int64_t num_bits, bool is_unsigned, bool narrow_range, double grad_scale) {
+    at::Tensor out = quantize_forward(x, amax.detach(), num_bits, is_unsigned, narrow_range, detail::QuantOutput::kFake);
+    ctx->save_for_backward({x, amax.detach()});
+    ctx->saved_data["bits"] = num_bits;
+    ctx->saved_data["unsigned"] = is_unsigned;
+    ctx->saved_data["narrow"] = narrow_range;
+    ctx->saved_data["grad_scale"] = grad_scale;
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& grad = grads[0];
+    const bool is_unsigned = ctx->saved_data["unsigned"].toBool();
+    const int64_t bits = ctx->saved_data["bits"].toInt();
+    const double hi = max_bound(bits, is_unsigned);
+    const double lo = min_bound(bits, is_unsigned, ctx->saved_data["narrow"].toBool());
+    const at::Tensor a = saved[1].to(x.device(), at::kFloat).reshape({});
+    at::Tensor grad_x = ste_backward(x, a, grad);
+    at::Tensor grad_a;
+    if (a.item<float>() <= kTinyAmax) {
+      grad_a = at::zeros_like(saved[1]);  // the output is 0 whatever amax is
+    } else {
+      at::NoGradGuard no_grad;
+      const at::Tensor u = x.to(at::promote_types(x.scalar_type(), at::kFloat)) * (hi / a);
+      const at::Tensor r = at::round(u);
+      const at::Tensor inside = (r >= lo).logical_and_(r <= hi);
+      const at::Tensor d = r.clamp(lo, hi).sub_(u.mul_(inside));
+      grad_a = (d.mul_(grad).sum() * (ctx->saved_data["grad_scale"].toDouble() / hi))
+                   .reshape(saved[1].sizes())
+                   .to(saved[1].scalar_type());
+    }
+    return {grad_x, grad_a, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
                     bool narrow_range, bool integer_output) {
   if (x.defined() && x.requires_grad() && at::GradMode::is_enabled()) {
@@ -260,6 +300,19 @@ double min_bound(int64_t num_bits, bool is_unsigned, bool narrow_range) {
 at::Tensor fake_tensor_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
                              bool narrow_range) {
   return quantize(x, amax, num_bits, is_unsigned, narrow_range, /*integer_output=*/false);
+}
+
+at::Tensor fake_tensor_quant_learned(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                                     bool narrow_range, double grad_scale) {
+  TORCH_CHECK(amax.defined(), "qdqbert fake quant: amax is undefined (no stored amax and none computed)");
+  TORCH_CHECK_VALUE(amax.numel() == 1, "qdqbert fake quant: a learned amax must be per tensor (one element), got shape ",
+                    amax.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(grad_scale), "qdqbert fake quant: grad_scale must be finite, got ", grad_scale);
+  const bool grad = at::GradMode::is_enabled() && ((x.defined() && x.requires_grad()) || amax.requires_grad());
+  if (grad) {
+    return LearnedQuantizeFunction::apply(x, amax, num_bits, is_unsigned, narrow_range, grad_scale);
+  }
+  return quantize(x, amax.detach(), num_bits, is_unsigned, narrow_range, /*integer_output=*/false);
 }
 
 std::tuple<at::Tensor, at::Tensor> tensor_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits,

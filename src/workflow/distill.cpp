@@ -50,29 +50,41 @@ void check_compatible(TaskModel& student, TaskModel& teacher) {
 }
 
 // The enabled activation quantizers with a per-tensor amax start learning it; returns how many.
-int64_t start_learning_ranges(TaskModel& student) {
+int64_t start_learning_ranges(TaskModel& student, nn::RangeLearning how) {
   int64_t n = 0;
   for (auto& info : nn::list_quantizers(student.module())) {
     auto& q = info.quantizer;
     if (!q->is_enabled() || info.role == nn::QuantizerRole::kLinearWeight) continue;
-    if (!q->has_amax() || q->amax().numel() != 1 || q->learn_amax()) continue;
-    q->start_learning_amax();
+    if (!q->has_amax() || q->amax().numel() != 1 || q->learns_range()) continue;
+    q->start_learning_amax(how);
     ++n;
   }
   return n;
 }
 
-std::unique_ptr<torch::optim::AdamW> make_optimizer(TaskModel& student, const DistillOptions& o) {
+// The student's trainable weights (clipped together) and its learned ranges (never clipped: one range's
+// gradient sums over a whole activation and would otherwise scale every weight's step down).
+struct StudentParameters {
   std::vector<at::Tensor> decay, no_decay, ranges;
-  for (auto& [params, wd] : decay_groups(student, o.weight_decay)) {
-    for (auto& p : params) (wd > 0 ? decay : no_decay).push_back(p);
+};
+
+StudentParameters student_parameters(TaskModel& student, double weight_decay) {
+  StudentParameters s;
+  for (auto& [params, wd] : decay_groups(student, weight_decay)) {
+    for (auto& p : params) (wd > 0 ? s.decay : s.no_decay).push_back(p);
   }
   for (const auto& p : student.module().named_parameters()) {
-    if (p.key().find("clip_value") == std::string::npos) continue;
-    no_decay.erase(std::remove_if(no_decay.begin(), no_decay.end(), [&](const at::Tensor& t) { return t.is_same(p.value()); }),
-                   no_decay.end());
-    ranges.push_back(p.value());
+    if (!nn::is_range_parameter(p.key())) continue;
+    s.no_decay.erase(std::remove_if(s.no_decay.begin(), s.no_decay.end(),
+                                    [&](const at::Tensor& t) { return t.is_same(p.value()); }),
+                     s.no_decay.end());
+    s.ranges.push_back(p.value());
   }
+  return s;
+}
+
+std::unique_ptr<torch::optim::AdamW> make_optimizer(StudentParameters s, const DistillOptions& o) {
+  auto& [decay, no_decay, ranges] = s;
   std::vector<torch::optim::OptimizerParamGroup> groups;
   auto add = [&](std::vector<at::Tensor>& ps, double lr, double wd) {
     if (!ps.empty()) {
@@ -122,7 +134,7 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   validate(o, train, eval);
   check_compatible(student, teacher);
   for (auto& [name, q] : named_quantizers(student.module())) {
-    QDQBERT_CHECK(!q->is_enabled() || !q->is_quant_enabled() || q->has_amax() || q->learn_amax(), "distill: quantizer '",
+    QDQBERT_CHECK(!q->is_enabled() || !q->is_quant_enabled() || q->has_amax() || q->learns_range(), "distill: quantizer '",
                   name, "' of the student has no amax (dynamic): calibrate the student first (qdqbert-cli calibrate)");
   }
   student.module().eval();  // dropout off; QuantLinear does not cache weights that need gradients
@@ -137,15 +149,17 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   };
   evaluate(0);
 
-  r.learned_amax_quantizers = o.learn_amax ? start_learning_ranges(student) : 0;
-  auto opt = make_optimizer(student, o);
+  r.learned_amax_quantizers = o.learn_amax ? start_learning_ranges(student, o.range_learning) : 0;
+  const StudentParameters trainable = student_parameters(student, o.weight_decay);
+  std::vector<at::Tensor> weights = trainable.decay;
+  weights.insert(weights.end(), trainable.no_decay.begin(), trainable.no_decay.end());
+  auto opt = make_optimizer(trainable, o);
   const int64_t n = r.train_batches;
   r.total_steps = o.steps > 0 ? o.steps : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(n))));
   const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_ratio * static_cast<double>(r.total_steps)));
   const bool hidden = o.loss == DistillLoss::kCosineHidden;
   std::mt19937_64 rng(o.seed);
   std::vector<int64_t> order;
-  std::vector<at::Tensor> params = student.module().parameters();
   const auto t0 = Clock::now();
   for (int64_t step = 0; step < r.total_steps; ++step) {
     if (step % n == 0) order = permutation(n, rng);
@@ -168,7 +182,7 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
     QDQBERT_CHECK(std::isfinite(value), "distill: the loss became ", value, " at step ", step + 1,
                   " (lower the learning rate)");
     loss.backward();
-    if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
+    if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(weights, o.max_grad_norm);
     opt->step();
     r.loss.push_back(value);
     r.lr.push_back(lr);
@@ -192,7 +206,7 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   r.seconds_per_step = r.train_seconds / static_cast<double>(r.total_steps);
   if (r.learned_amax_quantizers > 0) {
     for (auto& [name, q] : named_quantizers(student.module())) {
-      if (q->learn_amax() && q->clip) q->freeze_learned_amax();
+      if (q->learns_range()) q->freeze_learned_amax();
     }
   }
   student.module().eval();

@@ -76,7 +76,7 @@ std::string write_distill_report(const DistillResult& r, const DistillReportInfo
   j["options"] = {{"steps", r.total_steps},         {"lr", o.lr},
                   {"amax_lr", o.amax_lr > 0 ? o.amax_lr : o.lr}, {"warmup_ratio", o.warmup_ratio},
                   {"weight_decay", o.weight_decay}, {"max_grad_norm", o.max_grad_norm},
-                  {"learn_amax", o.learn_amax},     {"loss", to_string(o.loss)},
+                  {"learn_amax", o.learn_amax}, {"range_learning", nn::to_string(o.range_learning)},     {"loss", to_string(o.loss)},
                   {"eval_every", o.eval_every},     {"seed", o.seed},
                   {"threads", info.threads}};
   j["train_sentences"] = r.train_sentences;
@@ -107,7 +107,9 @@ std::string write_distill_report(const DistillResult& r, const DistillReportInfo
      << (r.train_sentences + r.train_batches - 1) / std::max<int64_t>(1, r.train_batches) << " sentences (" << r.train_sentences
      << " training sentences from `" << info.train_text << "`), AdamW lr " << o.lr << ", warmup " << o.warmup_ratio
      << ", weight decay " << o.weight_decay << ", clip " << o.max_grad_norm
-     << (o.learn_amax ? ", learned activation ranges (" + std::to_string(r.learned_amax_quantizers) + " quantizers)" : "")
+     << (o.learn_amax ? ", learned activation ranges (" + nn::to_string(o.range_learning) + ", " +
+                            std::to_string(r.learned_amax_quantizers) + " quantizers)"
+                      : "")
      << ", seed " << o.seed << ". Training took " << fixed(r.train_seconds, 1) << " s (" << fixed(r.seconds_per_step, 3)
      << " s/step" << (info.threads > 0 ? ", " + std::to_string(info.threads) + " threads" : "") << ").\n\n"
      << "Measured on " << r.eval_sentences << " evaluation sentences from `" << info.eval_text

@@ -454,7 +454,7 @@ std::vector<std::pair<std::vector<at::Tensor>, double>> decay_groups(TaskModel& 
     if (!p.value().requires_grad() || !seen.insert(p.value().unsafeGetTensorImpl()).second) continue;
     const std::string& n = p.key();
     const bool nd = n.find("bias") != std::string::npos || n.find("LayerNorm.weight") != std::string::npos ||
-                    n.find("clip_value") != std::string::npos;
+                    nn::is_range_parameter(n);
     (nd ? no_decay : decay).push_back(p.value());
   }
   return {{decay, weight_decay}, {no_decay, 0.0}};

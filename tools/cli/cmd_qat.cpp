@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct QatArgs {
-  std::string model, teacher, train_text, eval_text, output, quant_config, loss = "cosine";
+  std::string model, teacher, train_text, eval_text, output, quant_config, loss = "cosine", range_learning = "clip";
   int64_t steps = 0, batch_size = 32, max_length = 128, eval_every = 0, train_lines = 0, eval_lines = 0;
   double epochs = 0, lr = 2e-5, amax_lr = 0, warmup_ratio = 0.1, weight_decay = 0.01, max_grad_norm = 1.0;
   uint64_t seed = 42;
@@ -110,12 +110,13 @@ void run(const QatArgs& a) {
   o.weight_decay = a.weight_decay;
   o.max_grad_norm = a.max_grad_norm;
   o.learn_amax = a.learn_amax;
+  o.range_learning = nn::parse_range_learning(a.range_learning);
   o.loss = workflow::parse_distill_loss(a.loss);
   o.eval_every = a.eval_every;
   o.seed = a.seed;
   o.progress = print_progress;
   std::fprintf(stderr, "qat: %zu training lines in %zu batches, %zu evaluation lines, %s loss%s\n", train.size(),
-               train_batches.size(), eval.size(), a.loss.c_str(), a.learn_amax ? ", learned ranges" : "");
+               train_batches.size(), eval.size(), a.loss.c_str(), a.learn_amax ? (", learned ranges (" + a.range_learning + ")").c_str() : "");
   const auto result = workflow::distill_qat(*student, *teacher, train_batches, eval_batches, o);
 
   io::save_pretrained(*student, out.path());
@@ -174,6 +175,10 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")->check(int_range(3, 512));
                 app.add_flag("--learn-amax", a->learn_amax,
                              "train the activation ranges too (learn_amax / Clip); otherwise amax stays fixed");
+                app.add_option("--range-learning", a->range_learning,
+                               "how --learn-amax trains a range: clip (the toolkit's Clip: gradient of the clipped "
+                               "values only) or lsq (learned step size on log(amax): clipping traded against rounding)")
+                    ->check(CLI::IsMember({"clip", "lsq"}));
                 app.add_option("--amax-lr", a->amax_lr, "learning rate of the learned ranges (default: --lr)")
                     ->check(non_negative_number());
                 app.add_option("--loss", a->loss, "distillation loss")

@@ -36,6 +36,39 @@ class ClipImpl : public torch::nn::Cloneable<ClipImpl> {
 };
 TORCH_MODULE(Clip);
 
+/// A trainable per-tensor range for learned step size quantization (beyond the toolkit): parameter
+/// `log_amax` (float32, 0-d), so that an optimizer step changes amax by a ratio, alike for ranges of 0.5
+/// and of 200. Present only while a quantizer learns its amax this way (registered as "learned_range").
+class LearnedRangeImpl : public torch::nn::Cloneable<LearnedRangeImpl> {
+ public:
+  explicit LearnedRangeImpl(double amax = 1.0);
+  void reset() override;
+  /// exp(log_amax), differentiable.
+  at::Tensor amax() const;
+
+  at::Tensor log_amax;
+
+ private:
+  double init_amax_;
+};
+TORCH_MODULE(LearnedRange);
+
+/// How a quantizer learns its range in QAT (TensorQuantizer::start_learning_amax).
+enum class RangeLearning {
+  kClip,  ///< the toolkit's learn_amax: trainable Clip bounds before the quantizer; their gradient is the
+          ///< summed gradient of the clipped values only, so a range can widen or narrow to clip less or
+          ///< more but never trades clipping against the rounding error of a coarse step (PACT-like)
+  kLsq,   ///< learned step size (LSQ): the fake-quant output's own derivative in amax (rounding error
+          ///< inside the range, the clipped bound outside; ops::fake_tensor_quant_learned), on log(amax)
+};
+/// Whether a parameter name (as named_parameters gives it) is a learned range: a Clip bound or a
+/// LearnedRange's log_amax. Optimizers keep these out of weight decay and gradient clipping.
+bool is_range_parameter(const std::string& name);
+
+/// "clip" or "lsq"; anything else is an error naming both.
+RangeLearning parse_range_learning(const std::string& name);
+std::string to_string(RangeLearning how);
+
 /// Constructor options (Python `TensorQuantizer(quant_desc, disabled, if_quant, if_clip, if_calib)`).
 struct TensorQuantizerOptions {
   /* implicit */ TensorQuantizerOptions(QuantDescriptor quant_desc = QuantDescriptor())
@@ -95,13 +128,18 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
                        bool strict = true, const std::string& name = "");
   /// Copies the stored amax into the clip bounds (Python `init_learn_amax`).
   void init_learn_amax();
-  /// Starts learning the range of a calibrated quantizer (QAT `--learn-amax`): the stored per-tensor amax
-  /// becomes the start of trainable clip bounds ±amax, as a learn_amax descriptor followed by
-  /// `init_learn_amax` would give. Errors: no stored amax, a per-channel amax, already learning.
-  void start_learning_amax();
-  /// Ends it: `_amax` = max(-clip_value_min, clip_value_max) and the clip module is removed, so the quantizer
-  /// saves, loads and exports like a calibrated one with that amax. Error when not learning its amax.
+  /// Starts learning the range of a calibrated quantizer (QAT `--learn-amax`) from its stored per-tensor
+  /// amax. kClip: trainable clip bounds ±amax, as a learn_amax descriptor followed by `init_learn_amax`
+  /// would give. kLsq: a `learned_range` submodule whose exp(log_amax) the forward uses as its amax (the
+  /// stored `_amax` is left as it was until freeze_learned_amax). Errors: no stored amax, a per-channel
+  /// amax, already learning.
+  void start_learning_amax(RangeLearning how = RangeLearning::kClip);
+  /// Ends it: `_amax` = the learned range (max(-clip_value_min, clip_value_max), or exp(log_amax)) and the
+  /// learner is removed, so the quantizer saves, loads and exports like a calibrated one with that amax.
+  /// Error when not learning its amax.
   void freeze_learned_amax();
+  /// Learning its range either way (learn_amax() covers the toolkit's Clip learner only).
+  bool learns_range() const { return learn_amax_ || learned_range; }
 
   // Properties.
   int64_t num_bits() const { return num_bits_; }
@@ -132,7 +170,7 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   double maxbound() const;
   /// The scale of the last real (non-fake) quantization; 1.0 in fake-quant mode (Python `scale`).
   at::Tensor scale() const { return scale_; }
-  /// The amax a forward on `x` would use (stored, or computed dynamically, times scale_amax).
+  /// The amax a forward on `x` would use (stored, learned by LSQ, or computed dynamically, times scale_amax).
   at::Tensor effective_amax(const at::Tensor& x) const;
 
   calib::Calibrator* calibrator() const { return calibrator_.get(); }
@@ -164,6 +202,8 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 
   /// Present only when learn_amax (registered as "clip").
   Clip clip{nullptr};
+  /// Present only while learning the range with RangeLearning::kLsq (registered as "learned_range").
+  LearnedRange learned_range{nullptr};
 
  private:
   std::vector<int64_t> reduce_keep_axes(int64_t ndim) const;

@@ -53,6 +53,17 @@ PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t nu
 /// the amax. Differentiable (same straight-through estimator) when x requires grad.
 at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p);
 
+/// fake_tensor_quant with a trainable per-tensor amax (learned step size, Esser et al. 2020, "LSQ"): the
+/// forward is bit-identical to fake_tensor_quant(x, amax.detach(), ...); the backward gives x the same
+/// straight-through gradient, and `amax` (0-d or one element) the derivative of the output itself,
+///   d fake / d amax = (clamp(r, lo, hi) - u [lo <= r <= hi]) / max_bound,  u = x * max_bound / amax, r = round(u)
+/// i.e. (fake - x) / amax inside the range (the rounding error: a smaller range gives finer steps) and
+/// ±bound / max_bound where x is clipped (a larger range clips less), summed over x and multiplied by
+/// `grad_scale`. Beyond the toolkit, whose learned range (Clip) only sees the clipped values and so can
+/// never trade clipping for resolution.
+at::Tensor fake_tensor_quant_learned(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8,
+                                     bool is_unsigned = false, bool narrow_range = true, double grad_scale = 1.0);
+
 /// Mirrors `pytorch_quantization.tensor_quant.tensor_quant`: returns (integer-valued outputs, scale).
 /// The outputs are differentiable with the same straight-through estimator as fake_tensor_quant.
 std::tuple<at::Tensor, at::Tensor> tensor_quant(const at::Tensor& x, const at::Tensor& amax,

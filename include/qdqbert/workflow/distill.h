@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "qdqbert/nn/tensor_quantizer.h"
 #include "qdqbert/workflow/fidelity.h"
 
 namespace qdqbert::workflow {
@@ -45,8 +46,9 @@ struct DistillOptions {
   double amax_lr = 0;         ///< learning rate of the learned ranges (0 = lr)
   double warmup_ratio = 0.1;  ///< linear warmup over this share of the steps, then linear decay to 0
   double weight_decay = 0.01; ///< not applied to biases, LayerNorm weights and ranges
-  double max_grad_norm = 1.0; ///< 0 = no clipping
+  double max_grad_norm = 1.0; ///< 0 = no clipping (of the weights' gradients; learned ranges are not clipped)
   bool learn_amax = false;    ///< every enabled activation quantizer with a per-tensor amax learns it
+  nn::RangeLearning range_learning = nn::RangeLearning::kClip;  ///< how (the toolkit's Clip, or LSQ)
   DistillLoss loss = DistillLoss::kCosine;
   int64_t eval_every = 0;     ///< also evaluate every K steps (always before and after)
   uint64_t seed = 42;         ///< the batch order: one Fisher-Yates shuffle per epoch (j = rng() % (i + 1),
