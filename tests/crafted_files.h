@@ -54,12 +54,27 @@ inline std::string ptuple(const std::vector<int64_t>& v) {
   for (int64_t x : v) s += pint(x);
   return s + "t";
 }
+// One pickled tensor: _rebuild_tensor_v2(storage `storage_key` of `storage_type` with `numel` elements,
+// offset, size, stride, False, OrderedDict()), as torch.save writes it.
+inline std::string tensor_pickle(const std::string& storage_type, const std::string& storage_key, int64_t numel,
+                                 int64_t offset, const std::vector<int64_t>& size, const std::vector<int64_t>& stride) {
+  return std::string("ctorch._utils\n_rebuild_tensor_v2\n(") + "(" + pstr("storage") + "ctorch\n" + storage_type +
+         "\n" + pstr(storage_key) + pstr("cpu") + pint(numel) + "tQ" + pint(offset) + ptuple(size) + ptuple(stride) +
+         "\x89" + "ccollections\nOrderedDict\n)R" + "tR";
+}
 inline std::string state_dict_pickle(const std::string& key, int64_t numel, int64_t offset,
                                      const std::vector<int64_t>& size, const std::vector<int64_t>& stride,
                                      const std::string& storage_key = "0") {
-  return std::string("\x80\x02}") + pstr(key) + "ctorch._utils\n_rebuild_tensor_v2\n(" + "(" + pstr("storage") +
-         "ctorch\nFloatStorage\n" + pstr(storage_key) + pstr("cpu") + pint(numel) + "tQ" + pint(offset) + ptuple(size) +
-         ptuple(stride) + "\x89" + "ccollections\nOrderedDict\n)R" + "tRs.";
+  return std::string("\x80\x02}") + pstr(key) +
+         tensor_pickle("FloatStorage", storage_key, numel, offset, size, stride) + "s.";
+}
+// A whole state dict as torch.save pickles it: OrderedDict() then SETITEMS of (name, pickled tensor) pairs.
+inline std::string state_dict_pickle(const std::vector<std::pair<std::string, std::string>>& name_and_tensor) {
+  std::string out =
+      "\x80\x02"
+      "ccollections\nOrderedDict\n)R(";
+  for (const auto& [name, tensor] : name_and_tensor) out += pstr(name) + tensor;
+  return out + "u.";
 }
 inline std::string bin_file(const std::string& pickle, size_t storage_floats) {
   return zip_stored({{"archive/data.pkl", pickle},

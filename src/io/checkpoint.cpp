@@ -9,10 +9,11 @@
 #include <set>
 #include <sstream>
 
+#include "io/checkpoint_source.h"
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/file.h"
-#include "qdqbert/json.h"
 #include "qdqbert/io/safetensors.h"
+#include "qdqbert/json.h"
 #include "qdqbert/strings.h"
 
 namespace qdqbert::io {
@@ -25,7 +26,7 @@ namespace {
 // file names in the index's folder (a name with a path separator or "..", or an absolute path, could
 // otherwise read any file on the machine), and the index and the shards must agree: each listed tensor
 // is in its own shard, and no tensor is in two shards.
-std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bool bin) {
+TensorSources open_sharded(const std::string& index_path, bool bin) {
   const nlohmann::json j = parse_json(read_file(index_path, "checkpoint index"), "checkpoint index '" + index_path + "'");
   TORCH_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), "checkpoint: '", index_path,
               "' has no weight_map object");
@@ -43,7 +44,7 @@ std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bo
     shards.insert(shard);
   }
   TORCH_CHECK(!shards.empty(), "checkpoint: '", index_path, "': weight_map is empty");
-  std::map<std::string, at::Tensor> out;
+  TensorSources out;
   std::map<std::string, std::string> found_in;  // tensor -> shard
   for (const auto& shard : shards) {
     const std::string p = (dir / shard).string();
@@ -53,7 +54,7 @@ std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bo
     const fs::path real_dir = fs::canonical(dir.empty() ? fs::path(".") : dir, ec), real = fs::canonical(p, ec);
     TORCH_CHECK(!ec && real.parent_path() == real_dir, "checkpoint: shard '", p, "' listed in '", index_path,
                 "' resolves to '", real.string(), "', outside the checkpoint folder");
-    auto part = bin ? read_pytorch_bin(p) : load_safetensors(p);
+    TensorSources part = bin ? open_pytorch_bin(p) : open_safetensors(p);
     for (auto& [k, t] : part) {
       const auto [it, fresh] = found_in.emplace(k, shard);
       TORCH_CHECK(fresh, "checkpoint: tensor '", k, "' is in two shards of '", index_path, "': '", it->second,
@@ -61,7 +62,7 @@ std::map<std::string, at::Tensor> read_sharded(const std::string& index_path, bo
       const auto listed = wanted.find(k);
       TORCH_CHECK(listed != wanted.end(), "checkpoint: shard '", shard, "' holds the tensor '", k,
                   "', which '", index_path, "' does not list (the index and its shards disagree)");
-      out[k] = t;
+      out[k] = std::move(t);
     }
   }
   for (const auto& [k, shard] : wanted) {
@@ -119,23 +120,32 @@ void list_keys(std::ostream& os, const char* what, const std::vector<std::string
 
 }  // namespace
 
-std::map<std::string, at::Tensor> read_checkpoint(const std::string& path) {
+TensorSources open_checkpoint(const std::string& path) {
   TORCH_CHECK(fs::exists(path), "checkpoint: '", path, "' does not exist");
   if (!fs::is_directory(path)) {  // a file, or a special file that the readers refuse by name
-    if (ends_with(path, ".safetensors")) return load_safetensors(path);
-    if (ends_with(path, ".safetensors.index.json")) return read_sharded(path, false);
-    if (ends_with(path, ".bin.index.json")) return read_sharded(path, true);
-    if (ends_with(path, ".bin") || ends_with(path, ".pt") || ends_with(path, ".pth")) return read_pytorch_bin(path);
+    if (ends_with(path, ".safetensors")) return open_safetensors(path);
+    if (ends_with(path, ".safetensors.index.json")) return open_sharded(path, false);
+    if (ends_with(path, ".bin.index.json")) return open_sharded(path, true);
+    if (ends_with(path, ".bin") || ends_with(path, ".pt") || ends_with(path, ".pth")) return open_pytorch_bin(path);
     TORCH_CHECK(false, "checkpoint: unknown weight file type '", path, "'");
   }
   const fs::path dir(path);
   for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                            "pytorch_model.bin.index.json"}) {
-    if (fs::exists(dir / name)) return read_checkpoint((dir / name).string());
+    if (fs::exists(dir / name)) return open_checkpoint((dir / name).string());
   }
   TORCH_CHECK(false, "checkpoint: no weights in '", path,
               "' (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
               "pytorch_model.bin.index.json)");
+}
+
+std::map<std::string, at::Tensor> read_checkpoint(const std::string& path) {
+  // A single safetensors file keeps its zero-copy read; everything else is read through its sources.
+  const std::string single = fs::is_directory(path) ? (fs::path(path) / "model.safetensors").string() : path;
+  if (ends_with(single, ".safetensors") && fs::exists(single)) return load_safetensors(single);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [k, source] : open_checkpoint(path)) out[k] = source.read();
+  return out;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& model) {
@@ -146,8 +156,50 @@ std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& mo
   return out;
 }
 
-LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state_in, bool strict,
-                           const std::string& source, bool allow_non_finite) {
+namespace {
+
+// Whether no element of `n` IEEE values has an all-ones exponent (Inf or NaN), from their bits: one pass
+// that allocates nothing (torch::isfinite's temporaries, freed piece after piece, left the heap fragmented
+// by ~20 MiB on a MiniLM load).
+template <typename Bits>
+bool exponents_finite(const void* data, int64_t n, Bits exponent) {
+  const Bits* p = static_cast<const Bits*>(data);
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) bad |= (p[i] & exponent) == exponent;
+  return !bad;
+}
+
+bool all_finite(const at::Tensor& t) {
+  if (!t.is_contiguous()) return torch::isfinite(t).all().item<bool>();
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return exponents_finite<uint32_t>(t.data_ptr(), t.numel(), 0x7f800000u);
+    case at::kDouble:
+      return exponents_finite<uint64_t>(t.data_ptr(), t.numel(), 0x7ff0000000000000ull);
+    case at::kHalf:
+      return exponents_finite<uint16_t>(t.data_ptr(), t.numel(), 0x7c00);
+    case at::kBFloat16:
+      return exponents_finite<uint16_t>(t.data_ptr(), t.numel(), 0x7f80);
+    default:
+      return torch::isfinite(t).all().item<bool>();
+  }
+}
+
+// Copies a checkpoint tensor into its model tensor. NaN and Inf are looked for as it is read, a piece at a
+// time (unless allowed), and named with check_finite's message, computed on the whole tensor.
+void copy_checked(const TensorSource& value, const at::Tensor& dst, const std::string& key, const std::string& source,
+                  bool allow_non_finite) {
+  TensorSource::Accept finite;
+  if (!allow_non_finite && value.is_floating_point()) finite = all_finite;
+  if (value.copy_to(dst, finite)) return;
+  check_finite(value.read(), key, source);
+  TORCH_INTERNAL_ASSERT(false, "checkpoint '", source, "': tensor '", key, "' was not finite once, then finite");
+}
+
+// load_state_dict over tensors read when used: what load_state_dict (in memory) and load_checkpoint
+// (streamed from the files) share, so both check, name and report alike.
+LoadReport load_sources(TaskModel& model, const TensorSources& state_in, bool strict, const std::string& source,
+                        bool allow_non_finite) {
   TORCH_CHECK_VALUE(!state_in.empty(), "checkpoint '", source, "' holds no tensors");
   torch::nn::Module& root = model.module();
   LoadReport report;
@@ -189,9 +241,10 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
       auto it = quantizers.find(key.substr(0, key.size() - 6));
       if (it != quantizers.end()) {
         TORCH_CHECK_VALUE(value.is_floating_point(), "checkpoint '", source, "': '", key_in,
-                          "' must be floating point, got ", value.scalar_type());
-        check_amax(value, key_in, source);
-        it->second->set_amax(value.to(torch::kFloat), /*allow_shape_change=*/true);
+                          "' must be floating point, got ", value.dtype());
+        const at::Tensor amax = value.read();
+        check_amax(amax, key_in, source);
+        it->second->set_amax(amax.to(torch::kFloat), /*allow_shape_change=*/true);
         report.loaded_amax.push_back(it->first);
         loaded_names.insert(key);
         continue;
@@ -208,9 +261,8 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
                       value.sizes(), " but the model's '", key, "' has shape ", dst.sizes(),
                       " (does config.json match the weights?)");
     TORCH_CHECK_VALUE(value.is_floating_point() == dst.is_floating_point(), "checkpoint '", source, "': tensor '",
-                      key_in, "' has dtype ", value.scalar_type(), ", expected ", dst.scalar_type());
-    if (!allow_non_finite) check_finite(value, key_in, source);
-    dst.copy_(value.to(dst.scalar_type()));
+                      key_in, "' has dtype ", value.dtype(), ", expected ", dst.scalar_type());
+    copy_checked(value, dst, key_in, source, allow_non_finite);
     loaded_impls.insert(dst.unsafeGetTensorImpl());
     loaded_names.insert(key);
   }
@@ -245,6 +297,19 @@ LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Ten
     TORCH_CHECK(false, os.str());
   }
   return report;
+}
+
+}  // namespace
+
+LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state, bool strict,
+                           const std::string& source, bool allow_non_finite) {
+  TensorSources sources;
+  for (const auto& [k, v] : state) sources.emplace_hint(sources.end(), k, TensorSource::in_memory(v));
+  return load_sources(model, sources, strict, source, allow_non_finite);
+}
+
+LoadReport load_checkpoint(TaskModel& model, const std::string& path, bool strict, bool allow_non_finite) {
+  return load_sources(model, open_checkpoint(path), strict, path, allow_non_finite);
 }
 
 std::string LoadReport::summary(const std::string& class_name, const std::string& source) const {
@@ -289,8 +354,7 @@ std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const Pretrai
   } catch (const c10::Error& e) {
     TORCH_CHECK_VALUE(false, "from_pretrained: '", (d / "config.json").string(), "': ", e.what_without_backtrace());
   }
-  auto state = read_checkpoint(dir);
-  LoadReport r = load_state_dict(*model, state, options.strict, dir, options.allow_non_finite);
+  LoadReport r = load_checkpoint(*model, dir, options.strict, options.allow_non_finite);
   if (options.log_summary) {
     const std::string line = r.summary(model->class_name(), dir);
     if (!line.empty()) std::cerr << line << std::endl;

@@ -9,13 +9,11 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <optional>
 
+#include "io/checkpoint_source.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/file.h"
@@ -36,76 +34,102 @@ class CheckedFileReader final : public caffe2::serialize::ReadAdapterInterface {
   size_t read(uint64_t pos, void* buf, size_t n, const char* what) const override {
     if (pos >= file_.size()) return 0;
     n = static_cast<size_t>(std::min<uint64_t>(n, file_.size() - pos));
-    size_t done = 0;
-    while (done < n) {
-      const ssize_t k = ::pread(file_.fd(), static_cast<char*>(buf) + done, n - done, static_cast<off_t>(pos + done));
-      if (k < 0 && errno == EINTR) continue;
-      TORCH_CHECK(k > 0, "pytorch_model.bin '", file_.path(), "': cannot read ", what, ": ", std::strerror(errno));
-      done += static_cast<size_t>(k);
-    }
-    return done;
+    pread_exact(file_, pos, buf, n, what);
+    return n;
   }
 
  private:
   MappedFile file_;
 };
 
+// What a storage record is: where its bytes start in the file, and whether they are stored as they are.
+struct StorageRecord {
+  uint64_t data_offset = 0, size = 0;
+  bool stored = true;
+};
+
 }  // namespace
 
-std::map<std::string, at::Tensor> read_pytorch_bin(const std::string& path) {
+TensorSources open_pytorch_bin(const std::string& path) {
   // The directory first: a regular file only, every record inside it, nothing inflating past its size.
   std::string prefix;
   std::map<std::string, uint64_t> storage_bytes;
+  std::map<std::string, StorageRecord> records_by_key;
   bool has_pickle = false;
   std::optional<MappedFile> file;
   try {
     file.emplace(path, "pytorch_model.bin");
-    const std::vector<ZipEntry> records = list_zip(file->data(), file->size(), path);
+    // With pread, not through the mapping: a page touched there stays resident (on this kernel a whole
+    // 2 MiB folio per local header), and the loads that follow would pay for it in peak RSS.
+    const MappedFile& f = *file;
+    const std::vector<ZipEntry> records = list_zip(
+        [&f](uint64_t offset, uint64_t n, uint8_t* out) { pread_exact(f, offset, out, n, "the zip directory"); },
+        f.size(), path);
     TORCH_CHECK(!records.empty(), "pytorch_model.bin '", path, "': the zip archive is empty");
     // torch.save puts every record under one folder named after the archive ("archive/data.pkl").
     const size_t slash = records.front().name.find('/');
     prefix = slash == std::string::npos ? std::string() : records.front().name.substr(0, slash + 1);
     for (const auto& r : records) {
       if (r.name == prefix + "data.pkl") has_pickle = true;
-      if (starts_with(r.name, prefix + "data/")) storage_bytes[r.name.substr(prefix.size() + 5)] = r.size;
+      if (starts_with(r.name, prefix + "data/")) {
+        const std::string key = r.name.substr(prefix.size() + 5);
+        storage_bytes[key] = r.size;
+        records_by_key[key] = {r.data_offset, r.size, r.method == 0};
+      }
     }
   } catch (const Error& e) {
     TORCH_CHECK(false, e.what(), " (the legacy non-zip torch.save format is not supported)");
   }
   TORCH_CHECK(has_pickle, "pytorch_model.bin '", path, "': no data.pkl record");
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
+  std::shared_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   try {
-    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(std::make_shared<CheckedFileReader>(*file));
+    zip = std::make_shared<caffe2::serialize::PyTorchStreamReader>(std::make_shared<CheckedFileReader>(*file));
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "pytorch_model.bin '", path, "' is not a torch.save zip archive: ", e.what_without_backtrace());
   }
-  auto [ptr, n] = zip->getRecord("data.pkl");
   std::vector<std::pair<std::string, PickledTensor>> pickled;
-  try {
-    pickled = parse_state_dict_pickle(static_cast<const uint8_t*>(ptr.get()), n, storage_bytes, path);
-  } catch (const Error& e) {
-    TORCH_CHECK(false, e.what());
+  {
+    auto [ptr, n] = zip->getRecord("data.pkl");
+    try {
+      pickled = parse_state_dict_pickle(static_cast<const uint8_t*>(ptr.get()), n, storage_bytes, path);
+    } catch (const Error& e) {
+      TORCH_CHECK(false, e.what());
+    }
   }
   static const std::map<std::string, at::ScalarType> dtypes = {
       {"FloatStorage", at::kFloat}, {"DoubleStorage", at::kDouble}, {"HalfStorage", at::kHalf},
       {"BFloat16Storage", at::kBFloat16}, {"LongStorage", at::kLong}, {"IntStorage", at::kInt},
       {"ShortStorage", at::kShort}, {"CharStorage", at::kChar}, {"ByteStorage", at::kByte},
       {"BoolStorage", at::kBool}};
-  std::map<std::string, at::Tensor> storages, out;
+  std::map<std::string, at::ScalarType> storage_dtype;
+  TensorSources out;
   for (const auto& [name, t] : pickled) {
     const at::ScalarType dtype = dtypes.at(t.storage_type);  // parse_state_dict_pickle knows only these
-    auto it = storages.find(t.storage_key);
-    if (it == storages.end()) {
-      auto [data, bytes] = zip->getRecord("data/" + t.storage_key);
-      at::Tensor s = torch::empty({static_cast<int64_t>(bytes) / static_cast<int64_t>(c10::elementSize(dtype))},
-                                  torch::dtype(dtype));
-      std::memcpy(s.data_ptr(), data.get(), bytes);
-      it = storages.emplace(t.storage_key, s).first;
+    const auto [it, fresh] = storage_dtype.emplace(t.storage_key, dtype);
+    TORCH_CHECK(fresh || it->second == dtype, "pytorch_model.bin '", path, "': storage ", t.storage_key,
+                " is read as both ", it->second, " and ", dtype);
+    const StorageRecord& record = records_by_key.at(t.storage_key);  // the pickle parser checked it exists
+    if (record.stored) {
+      out.emplace(name, TensorSource::in_file(name, *file, record.data_offset, dtype, t.size, t.stride, t.offset));
+      continue;
     }
-    TORCH_CHECK(it->second.scalar_type() == dtype, "pytorch_model.bin '", path, "': storage ", t.storage_key,
-                " is read as both ", it->second.scalar_type(), " and ", dtype);
-    out[name] = it->second.as_strided(t.size, t.stride, t.offset).clone();
+    // A compressed record (torch.save never writes one) inflates whole, when the tensor is read.
+    auto make = [zip, path, key = t.storage_key, bytes = record.size, dtype, t = t] {
+      auto [data, n] = zip->getRecord("data/" + key);
+      TORCH_CHECK(n == bytes, "pytorch_model.bin '", path, "': storage ", key, " inflates to ", n,
+                  " bytes, but the zip directory says ", bytes);
+      at::Tensor s = torch::empty({static_cast<int64_t>(n / c10::elementSize(dtype))}, torch::dtype(dtype));
+      std::memcpy(s.data_ptr(), data.get(), n);
+      return s.as_strided(t.size, t.stride, t.offset).clone();
+    };
+    out.emplace(name, TensorSource::made_by(make, dtype, t.size));
   }
+  return out;
+}
+
+std::map<std::string, at::Tensor> read_pytorch_bin(const std::string& path) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, source] : open_pytorch_bin(path)) out[name] = source.read();
   return out;
 }
 

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "io/checkpoint_source.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/file.h"
@@ -88,6 +90,43 @@ std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {
   SafetensorsFile f(path);
   std::map<std::string, at::Tensor> out;
   for (const auto& k : f.keys()) out[k] = f.get(k);
+  return out;
+}
+
+TensorSources open_safetensors(const std::string& path) {
+  std::optional<MappedFile> file;
+  SafetensorsLayout layout;
+  try {
+    file.emplace(path, "safetensors");
+    // The header with pread, not through the mapping (a page touched there stays resident, and on this
+    // kernel a whole 2 MiB folio may come with it): its 8-byte length, then as much of the header as
+    // the file holds. parse_safetensors_layout reads nothing past 8 + that length.
+    const uint64_t size = file->size();
+    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size, 8)));
+    pread_exact(*file, 0, head.data(), head.size(), "the header length");
+    if (size >= 8) {
+      uint64_t n = 0;
+      for (int i = 7; i >= 0; --i) n = (n << 8) | head[i];
+      if (n <= size - 8) {
+        head.resize(static_cast<size_t>(8 + n));
+        pread_exact(*file, 8, head.data() + 8, n, "the header");
+      }
+    }
+    layout = parse_safetensors_layout(head.data(), size, path);
+  } catch (const Error& e) {
+    TORCH_CHECK(false, e.what());  // the same message as SafetensorsFile's
+  }
+  TensorSources out;
+  for (const auto& [k, e] : layout.entries) {
+    // Row-major strides. Their products fit: parse_safetensors_layout checked the shape's byte size
+    // against the span in the file (an empty tensor keeps strides of 1, never used).
+    std::vector<int64_t> strides(e.shape.size(), 1);
+    if (e.end > e.begin) {
+      for (size_t d = e.shape.size(); d-- > 1;) strides[d - 1] = strides[d] * e.shape[d];
+    }
+    out.emplace(k, TensorSource::in_file(k, *file, layout.data_offset + e.begin, dtype_by_name(e.dtype)->type, e.shape,
+                                         strides, 0));
+  }
   return out;
 }
 

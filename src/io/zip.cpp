@@ -2,7 +2,10 @@
 // central file headers, local file headers). Read-only and bounds-checked at every field.
 #include "qdqbert/io/zip.h"
 
+#include <cstring>
+#include <deque>
 #include <set>
+#include <vector>
 
 #include "qdqbert/error.h"
 #include "qdqbert/io/file.h"
@@ -23,34 +26,43 @@ uint64_t le(const uint8_t* p, int n) {
 
 class Reader {
  public:
-  Reader(const uint8_t* data, uint64_t size, const std::string& path)
-      : data_(data), size_(size), where_("zip archive '" + path + "'") {}
+  Reader(const ZipReadAt& read_at, uint64_t size, const std::string& path)
+      : read_at_(read_at), size_(size), where_("zip archive '" + path + "'") {}
 
   // [offset, offset + n) lies inside the file.
   bool fits(uint64_t offset, uint64_t n) const {
     const auto end = checked_add(offset, n);
     return end && *end <= size_;
   }
-  const uint8_t* at(uint64_t offset, uint64_t n, const char* what) const {
+  void require(uint64_t offset, uint64_t n, const char* what) const {
     QDQBERT_CHECK(fits(offset, n), where_, ": ", what, " at byte ", offset, " (", n, " bytes) runs past the end of the ",
                   size_, "-byte file");
-    return data_ + offset;
+  }
+  // The bytes [offset, offset + n) of the file, once checked to lie inside it; valid while the Reader lives.
+  const uint8_t* at(uint64_t offset, uint64_t n, const char* what) {
+    require(offset, n, what);
+    buffers_.emplace_back(static_cast<size_t>(n));
+    if (n > 0) read_at_(offset, n, buffers_.back().data());
+    return buffers_.back().data();
   }
   const std::string& where() const { return where_; }
   uint64_t size() const { return size_; }
 
  private:
-  const uint8_t* data_;
+  const ZipReadAt& read_at_;
   uint64_t size_;
   std::string where_;
+  std::deque<std::vector<uint8_t>> buffers_;  // what at() read: the end, the directory, each local header
 };
 
 // The end-of-central-directory record: the last signature match with its comment ending at the file end.
-uint64_t find_eocd(const Reader& r, const uint8_t* data) {
+uint64_t find_eocd(Reader& r) {
   QDQBERT_CHECK(r.size() >= kEocdSize, r.where(), ": ", r.size(), " bytes, too short for a zip archive");
   const uint64_t lowest = r.size() > kEocdSize + 0xffff ? r.size() - kEocdSize - 0xffff : 0;
+  const uint8_t* tail = r.at(lowest, r.size() - lowest, "the end of the archive");  // data + lowest
   for (uint64_t pos = r.size() - kEocdSize + 1; pos-- > lowest;) {
-    if (le(data + pos, 4) == kEocdSig && pos + kEocdSize + le(data + pos + 20, 2) == r.size()) return pos;
+    const uint8_t* p = tail + (pos - lowest);
+    if (le(p, 4) == kEocdSig && pos + kEocdSize + le(p + 20, 2) == r.size()) return pos;
   }
   fail(r.where(), ": no end-of-central-directory record (not a zip archive, or truncated)");
 }
@@ -58,9 +70,14 @@ uint64_t find_eocd(const Reader& r, const uint8_t* data) {
 }  // namespace
 
 std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::string& path) {
-  const Reader r(data, size, path);
-  const uint64_t eocd = find_eocd(r, data);
-  const uint8_t* e = data + eocd;
+  return list_zip([data](uint64_t offset, uint64_t n, uint8_t* out) { std::memcpy(out, data + offset, n); }, size,
+                  path);
+}
+
+std::vector<ZipEntry> list_zip(const ZipReadAt& read_at, uint64_t size, const std::string& path) {
+  Reader r(read_at, size, path);
+  const uint64_t eocd = find_eocd(r);
+  const uint8_t* e = r.at(eocd, kEocdSize, "the end-of-central-directory record");
   uint64_t count = le(e + 10, 2), cd_size = le(e + 12, 4), cd_offset = le(e + 16, 4);
   QDQBERT_CHECK(le(e + 4, 2) == 0 && le(e + 6, 2) == 0, r.where(), ": multi-disk archives are not supported");
   if (count == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {
@@ -75,10 +92,11 @@ std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::st
     cd_size = le(rec + 40, 8);
     cd_offset = le(rec + 48, 8);
   }
-  r.at(cd_offset, cd_size, "the central directory");
+  r.require(cd_offset, cd_size, "the central directory");
   // Each entry takes at least kCentralSize bytes: a count beyond that is a lie, found before reserving.
   QDQBERT_CHECK(count <= cd_size / kCentralSize, r.where(), ": ", count, " records cannot fit in a ", cd_size,
                 "-byte central directory");
+  const uint8_t* cd = r.at(cd_offset, cd_size, "the central directory");  // data + cd_offset
   std::vector<ZipEntry> out;
   out.reserve(static_cast<size_t>(count));
   std::set<std::string> names;
@@ -86,7 +104,7 @@ std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::st
   const uint64_t cd_end = cd_offset + cd_size;
   for (uint64_t i = 0; i < count; ++i) {
     QDQBERT_CHECK(pos + kCentralSize <= cd_end, r.where(), ": record ", i, " runs past the central directory");
-    const uint8_t* c = data + pos;
+    const uint8_t* c = cd + (pos - cd_offset);
     QDQBERT_CHECK(le(c, 4) == kCentralSig, r.where(), ": bad central directory signature for record ", i,
                   " at byte ", pos);
     const uint64_t flags = le(c + 8, 2), name_len = le(c + 28, 2), extra_len = le(c + 30, 2),
@@ -124,7 +142,7 @@ std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::st
     QDQBERT_CHECK(le(l, 4) == kLocalSig, r.where(), ": bad local header signature for record '", z.name,
                   "' at byte ", local);
     z.data_offset = local + kLocalSize + le(l + 26, 2) + le(l + 28, 2);
-    r.at(z.data_offset, z.compressed_size, ("the bytes of record '" + z.name + "'").c_str());
+    r.require(z.data_offset, z.compressed_size, ("the bytes of record '" + z.name + "'").c_str());
     QDQBERT_CHECK(names.insert(z.name).second, r.where(), ": record '", z.name, "' appears twice");
     const auto total = checked_add(extracted, z.size);
     QDQBERT_CHECK(total && *total <= size, r.where(), ": its records extract to more than the file's ", size,

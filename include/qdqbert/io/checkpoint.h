@@ -18,9 +18,11 @@
 
 namespace qdqbert::io {
 
-/// Reads every tensor of a checkpoint file or folder (name → tensor, CPU, dtype as stored).
-/// Folder lookup order: model.safetensors, model.safetensors.index.json, pytorch_model.bin,
-/// pytorch_model.bin.index.json.
+/// Reads every tensor of a checkpoint file or folder (name → tensor, CPU, dtype as stored): the tensors of a
+/// single model.safetensors alias its mapping (zero copy, as load_safetensors), those of shards and of
+/// pytorch_model.bin are copies. Folder lookup order: model.safetensors, model.safetensors.index.json,
+/// pytorch_model.bin, pytorch_model.bin.index.json.
+/// To load a model, load_checkpoint / from_pretrained stream instead and need no second copy in memory.
 std::map<std::string, at::Tensor> read_checkpoint(const std::string& path);
 
 /// Reads a `torch.save(state_dict)` zip archive (pytorch_model.bin) with a minimal unpickler.
@@ -56,6 +58,14 @@ struct LoadReport {
 LoadReport load_state_dict(TaskModel& model, const std::map<std::string, at::Tensor>& state, bool strict = true,
                            const std::string& source = "<state dict>", bool allow_non_finite = false);
 
+/// load_state_dict(model, read_checkpoint(path), strict, path, allow_non_finite), with the same checks,
+/// errors and report, but streamed: every file (and shard index) is opened and validated first, then each
+/// tensor is read from its file with pread straight into the model's tensor, a few MiB at a time (fp16,
+/// bf16 and fp64 converted piece by piece) and checked for NaN/Inf as it is read. The file is never held
+/// in memory, so the peak RSS a load adds is the model plus a few MiB.
+LoadReport load_checkpoint(TaskModel& model, const std::string& path, bool strict = true,
+                           bool allow_non_finite = false);
+
 /// Every tensor of the model's state dict with its Python name (parameters, defined buffers,
 /// quantizer `_amax`), including both names of tied weights.
 std::vector<std::pair<std::string, at::Tensor>> state_dict(torch::nn::Module& model);
@@ -76,7 +86,8 @@ struct PretrainedOptions {
   std::optional<int64_t> num_labels;
 };
 
-/// Loads config.json + weights from `dir` into the model class of the task.
+/// Loads config.json + weights from `dir` into the model class of the task (weights streamed with
+/// load_checkpoint).
 std::shared_ptr<TaskModel> from_pretrained(const std::string& dir, const PretrainedOptions& options = {},
                                            LoadReport* report = nullptr);
 

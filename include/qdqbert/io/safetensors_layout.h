@@ -29,11 +29,13 @@ struct SafetensorsLayout {
 int64_t safetensors_dtype_size(const std::string& dtype);
 
 /// Parses and validates the header of a safetensors file of `size` bytes starting at `file` (`path`
-/// names it in errors). Every count, product and offset is overflow-checked. Refuses (qdqbert::Error,
-/// naming the path and the tensor): a header length past the end, invalid or too deeply nested JSON,
-/// an entry without dtype/shape/data_offsets, an unknown dtype, a negative or non-integer dim, a shape
-/// whose byte size does not fit in 64 bits or differs from its data_offsets span, offsets outside the
-/// data section, and any two tensors whose byte ranges overlap (empty tensors occupy nothing).
+/// names it in errors). Reads only the first 8 + N bytes (N the header length it finds there, when it
+/// fits in `size`), so `file` may hold just those. Every count, product and offset is overflow-checked.
+/// Refuses (qdqbert::Error, naming the path and the tensor): a header length past the end, invalid or too
+/// deeply nested JSON, an entry without dtype/shape/data_offsets, an unknown dtype, a negative or
+/// non-integer dim, a shape whose byte size does not fit in 64 bits or differs from its data_offsets span,
+/// offsets outside the data section, and any two tensors whose byte ranges overlap (empty tensors occupy
+/// nothing).
 SafetensorsLayout parse_safetensors_layout(const uint8_t* file, uint64_t size, const std::string& path);
 
 }  // namespace qdqbert::io

@@ -5,6 +5,7 @@
 /// file before anything is inflated or allocated, and a fuzzer can reach this parser alone.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,5 +28,15 @@ struct ZipEntry {
 /// sizes differ, duplicate names, and records that together extract to more bytes than the file holds
 /// (a small deflated file could otherwise claim gigabytes; torch.save stores records uncompressed).
 std::vector<ZipEntry> list_zip(const uint8_t* data, uint64_t size, const std::string& path);
+
+/// Copies the `n` bytes at `offset` of an archive into `out` (list_zip asks only for ranges it has checked
+/// to lie inside the file); errors are the reader's own.
+using ZipReadAt = std::function<void(uint64_t offset, uint64_t n, uint8_t* out)>;
+
+/// list_zip with the same checks and errors, reading through `read_at` only what it parses: the end of the
+/// file (up to 64 KiB, for the end-of-central-directory record), the ZIP64 records, the central directory
+/// and each record's 30-byte local header, never a record's bytes. With pread nothing of the file is
+/// mapped, so none of it counts in the process's RSS (the .bin reader streams the records afterwards).
+std::vector<ZipEntry> list_zip(const ZipReadAt& read_at, uint64_t size, const std::string& path);
 
 }  // namespace qdqbert::io
