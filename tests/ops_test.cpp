@@ -257,6 +257,33 @@ TEST(FakeQuant, LearnedAmaxTradesClippingAgainstRounding) {
   EXPECT_EQ(z.grad().item<float>(), 0.f);
 }
 
+// The fused CPU backward against the composite formula where(|x| <= amax, grad, 0): per-tensor and
+// per-channel amax, a permuted (non-contiguous) input as the attention heads give, a non-contiguous
+// upstream gradient, and half precision (the composite path).
+TEST(FakeQuant, FusedStraightThroughBackwardMatchesTheComposite) {
+  torch::manual_seed(5);
+  auto check = [](const at::Tensor& x0, const at::Tensor& amax, const at::Tensor& w, const std::string& what) {
+    at::Tensor x = x0.detach().clone().requires_grad_(true);
+    at::Tensor xv = x0.dim() == 4 ? x.permute({0, 2, 1, 3}) : x;  // a view, as the attention heads are
+    fake_tensor_quant(xv, amax).mul(w).sum().backward();
+    at::Tensor ref = at::where(xv.detach().abs() <= amax.to(xv.scalar_type()), w.to(xv.scalar_type()),
+                               at::zeros({}, xv.options()));
+    if (x0.dim() == 4) ref = ref.permute({0, 2, 1, 3});
+    EXPECT_TRUE(qt::tensors_equal(x.grad(), ref, what));
+  };
+  check(torch::randn({2, 6, 3, 8}) * 2, torch::tensor(1.5f), torch::randn({2, 3, 6, 8}), "per-tensor, permuted view");
+  check(torch::randn({5, 40}) * 2, torch::rand({5, 1}) + 0.5, torch::randn({5, 40}), "per-row amax");
+  check(torch::randn({40, 5}) * 2, torch::rand({5}) + 0.5, torch::randn({5, 40}).t(), "per-column amax, strided grad");
+  check((torch::randn({3, 50}) * 2).to(torch::kHalf), torch::tensor(1.0f), torch::randn({3, 50}).to(torch::kHalf), "half");
+  // The learned-step-size backward on a permuted view: the same x gradient.
+  at::Tensor x = (torch::randn({2, 6, 3, 8}) * 2).requires_grad_(true);
+  at::Tensor a = torch::tensor(1.5f).requires_grad_(true);
+  at::Tensor w = torch::randn({2, 3, 6, 8});
+  qdqbert::ops::fake_tensor_quant_learned(x.permute({0, 2, 1, 3}), a, 8, false, false).mul(w).sum().backward();
+  at::Tensor ref = at::where(x.detach().permute({0, 2, 1, 3}).abs() <= 1.5f, w, at::zeros({})).permute({0, 2, 1, 3});
+  EXPECT_TRUE(qt::tensors_equal(x.grad(), ref, "learned, permuted view"));
+}
+
 TEST(FakeQuant, AmaxAlongAxisAndReduceAmax) {
   at::Tensor a = torch::tensor({1.f, 2.f, 3.f});
   EXPECT_EQ(qdqbert::ops::amax_along_axis(a, 0, 3).sizes(), (std::vector<int64_t>{3, 1, 1}));

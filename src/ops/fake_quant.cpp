@@ -197,9 +197,37 @@ at::Tensor quantize_forward(const at::Tensor& x, const at::Tensor& amax, int64_t
   return quantize_prepared(x, prepare_checked(a, num_bits, is_unsigned, narrow_range), output);
 }
 
-// Straight-through estimator with clipping: grad passes where |x| <= amax.
+// x and grad as the fused CPU backward kernels read them: float32 on the CPU, in one memory order. A
+// per-tensor amax lets a dense permuted view (the attention's heads) keep its order; otherwise contiguous.
+// Returns false where the composite formula must run instead (other devices and dtypes).
+bool fused_backward_inputs(const at::Tensor& x, const at::Tensor& grad, bool per_tensor, at::Tensor& xc,
+                           at::Tensor& gc) {
+  if (!x.is_cpu() || !grad.is_cpu() || x.scalar_type() != at::kFloat || grad.scalar_type() != at::kFloat ||
+      x.sizes() != grad.sizes()) {
+    return false;
+  }
+  const bool same_order = per_tensor && x.is_non_overlapping_and_dense() && grad.strides() == x.strides();
+  xc = same_order ? x : x.contiguous();
+  gc = same_order ? grad : grad.contiguous();
+  return true;
+}
+
+// Straight-through estimator with clipping: grad passes where |x| <= amax. One pass on the CPU.
 at::Tensor ste_backward(const at::Tensor& x, const at::Tensor& amax, const at::Tensor& grad) {
-  return at::where(x.abs() <= amax, grad, at::zeros({}, grad.options()));
+  at::Tensor xc, gc;
+  const at::Tensor a = amax.to(at::kFloat).contiguous();
+  if (!fused_backward_inputs(x, grad, a.numel() == 1, xc, gc) || !a.is_cpu()) {
+    return at::where(x.abs() <= amax, grad, at::zeros({}, grad.options()));
+  }
+  at::Tensor out = at::empty_like(xc);
+  detail::SteLaunch p;
+  p.x = xc.data_ptr<float>();
+  p.grad = gc.data_ptr<float>();
+  p.out = out.data_ptr<float>();
+  p.amax = a.data_ptr<float>();
+  p.layout = a.numel() == 1 ? make_layout({xc.numel()}, a) : make_layout(xc.sizes(), a);
+  cpu::ste_backward(p);
+  return out;
 }
 
 struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
@@ -241,9 +269,29 @@ struct LearnedQuantizeFunction : public torch::autograd::Function<LearnedQuantiz
     const double hi = max_bound(bits, is_unsigned);
     const double lo = min_bound(bits, is_unsigned, ctx->saved_data["narrow"].toBool());
     const at::Tensor a = saved[1].to(x.device(), at::kFloat).reshape({});
+    const double grad_scale = ctx->saved_data["grad_scale"].toDouble();
+    const float amax = a.item<float>();
+    at::Tensor xc, gc;
+    if (amax > kTinyAmax && fused_backward_inputs(x, grad, /*per_tensor=*/true, xc, gc)) {
+      at::Tensor grad_x = at::empty_like(xc);
+      detail::LearnedBackwardLaunch p;
+      p.x = xc.data_ptr<float>();
+      p.grad = gc.data_ptr<float>();
+      p.out = grad_x.data_ptr<float>();
+      p.numel = xc.numel();
+      p.amax = amax;
+      p.scale = static_cast<float>(hi) / amax;
+      p.min_bound = static_cast<float>(lo);
+      p.max_bound = static_cast<float>(hi);
+      const double sum = cpu::learned_backward(p);
+      at::Tensor grad_a = at::scalar_tensor(sum * grad_scale / hi, at::kDouble)
+                              .reshape(saved[1].sizes())
+                              .to(saved[1].scalar_type());
+      return {grad_x, grad_a, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     at::Tensor grad_x = ste_backward(x, a, grad);
     at::Tensor grad_a;
-    if (a.item<float>() <= kTinyAmax) {
+    if (amax <= kTinyAmax) {
       grad_a = at::zeros_like(saved[1]);  // the output is 0 whatever amax is
     } else {
       at::NoGradGuard no_grad;
@@ -251,7 +299,7 @@ struct LearnedQuantizeFunction : public torch::autograd::Function<LearnedQuantiz
       const at::Tensor r = at::round(u);
       const at::Tensor inside = (r >= lo).logical_and_(r <= hi);
       const at::Tensor d = r.clamp(lo, hi).sub_(u.mul_(inside));
-      grad_a = (d.mul_(grad).sum() * (ctx->saved_data["grad_scale"].toDouble() / hi))
+      grad_a = (d.mul_(grad).sum() * (grad_scale / hi))
                    .reshape(saved[1].sizes())
                    .to(saved[1].scalar_type());
     }

@@ -36,6 +36,27 @@ struct QuantLaunch {
   BroadcastLayout layout;
 };
 
+/// The straight-through backward of one launch: out = |x| <= amax ? grad : 0, with `amax` laid out as the
+/// forward's scale (the same BroadcastLayout).
+struct SteLaunch {
+  const float* x = nullptr;
+  const float* grad = nullptr;
+  float* out = nullptr;
+  const float* amax = nullptr;
+  BroadcastLayout layout;
+};
+
+/// The learned-step-size backward over `numel` elements with one amax: out = the straight-through
+/// gradient as SteLaunch's, and the returned sum of grad * (clamp(r) - u [lo <= r <= hi]) over the
+/// elements (u = x * scale, r = round_half_even(u), scale = max_bound / amax), for amax's gradient.
+struct LearnedBackwardLaunch {
+  const float* x = nullptr;
+  const float* grad = nullptr;
+  float* out = nullptr;
+  int64_t numel = 0;
+  float amax = 0.f, scale = 0.f, min_bound = 0.f, max_bound = 0.f;
+};
+
 /// First scale index of row `row`.
 #if defined(__CUDACC__)
 __host__ __device__

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace qdqbert::ops::cpu {
 namespace {
@@ -49,7 +50,71 @@ QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, i
   }
 }
 
+QDQBERT_CLONES void ste_row_const(const float* __restrict x, const float* __restrict g, float* __restrict out,
+                                  int64_t n, float amax) {
+  for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(x[j]) <= amax ? g[j] : 0.f;
+}
+
+QDQBERT_CLONES void ste_row_vary(const float* __restrict x, const float* __restrict g, float* __restrict out,
+                                  int64_t n, const float* __restrict amax) {
+  for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(x[j]) <= amax[j] ? g[j] : 0.f;
+}
+
+// Sum of g * d(fake)/d(amax) * max_bound over one range; d is as fake_tensor_quant_learned documents.
+QDQBERT_CLONES double learned_range(const float* __restrict x, const float* __restrict g, float* __restrict out,
+                                    int64_t n, float amax, float scale, float lo, float hi) {
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = x[j];
+    out[j] = std::fabs(v) <= amax ? g[j] : 0.f;
+    const float u = v * scale;
+    const float r = std::nearbyint(u);
+    const float d = r < lo ? lo : (r > hi ? hi : r - u);
+    sum += static_cast<double>(g[j] * d);
+  }
+  return sum;
+}
+
 }  // namespace
+
+void ste_backward(const detail::SteLaunch& p) {
+  const auto& l = p.layout;
+  if (l.numel == 0) return;
+  constexpr int64_t kGrain = 1 << 15;
+  at::parallel_for(0, l.numel, kGrain, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    while (i < end) {
+      const int64_t row = i / l.inner;
+      const int64_t pos = i - row * l.inner;
+      const int64_t n = std::min(end - i, l.inner - pos);
+      const int64_t base = detail::row_scale_offset(l, row);
+      if (l.inner_varies) {
+        ste_row_vary(p.x + i, p.grad + i, p.out + i, n, p.amax + base + pos);
+      } else {
+        ste_row_const(p.x + i, p.grad + i, p.out + i, n, p.amax[base]);
+      }
+      i += n;
+    }
+  });
+}
+
+double learned_backward(const detail::LearnedBackwardLaunch& p) {
+  if (p.numel == 0) return 0;
+  // Fixed chunks summed in chunk order: the same sum for every thread count.
+  constexpr int64_t kChunk = 1 << 15;
+  const int64_t chunks = (p.numel + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t start = c * kChunk, n = std::min(kChunk, p.numel - start);
+      partial[static_cast<size_t>(c)] =
+          learned_range(p.x + start, p.grad + start, p.out + start, n, p.amax, p.scale, p.min_bound, p.max_bound);
+    }
+  });
+  double sum = 0;
+  for (double v : partial) sum += v;
+  return sum;
+}
 
 void quantize(const detail::QuantLaunch& p) {
   const auto& l = p.layout;
