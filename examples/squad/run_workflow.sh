@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The paper's workflow on synthetic SQuAD, end to end:
 #   FP32 fine-tune -> PTQ with each calibrator -> QAT -> EM/F1 table (Markdown).
-# usage: run_workflow.sh WORKDIR [SQUAD_QA_BINARY] [--reduced] [--pretrained CHECKPOINT_DIR]
+# usage: run_workflow.sh WORKDIR [SQUAD_QA_BINARY] [--reduced] [--pretrained CHECKPOINT_DIR] [--nproc N]
 # Without --pretrained the FP32 model starts from random init (a tiny config over a vocabulary made from
 # the data). With --pretrained it starts from that checkpoint's encoder (e.g. all-MiniLM-L6-v2, from
 # tools/fetch-minilm.sh) with a newly initialized QA head, on data tokenized with the checkpoint's own
 # vocabulary, as a Python user of run_quant_qa.py would.
 # --reduced is the CI version (a few minutes): fewer questions and epochs, max calibration only, and it
 # asserts that the FP32 model learns (F1 well above chance) and that max PTQ stays within 5 F1 of FP32.
+# --nproc N runs every step as N data-parallel processes (tools/launch.sh) with the same global batch (32 / N
+# per process) and the threads shared out among them.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=${1:?usage: run_workflow.sh WORKDIR [SQUAD_QA] [--reduced] [--pretrained DIR]}
@@ -16,10 +18,12 @@ BIN=$HERE/../../build/examples/squad_qa
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then BIN=$1; shift; fi
 MODE=full
 PRETRAINED=
+NPROC=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --reduced) MODE=--reduced; shift ;;
     --pretrained) PRETRAINED=${2:?--pretrained needs a checkpoint folder}; shift 2 ;;
+    --nproc) NPROC=${2:?--nproc needs a number}; shift 2 ;;
     *) echo "run_workflow.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -43,6 +47,13 @@ else
   LR=1e-3; QAT_LR=1e-4; START="random init"
 fi
 THREADS=${QDQBERT_THREADS:-2}
+RUN=("$BIN")
+BATCH=32
+if [ "$NPROC" -gt 1 ]; then
+  RUN=(bash "$HERE/../../tools/launch.sh" --nproc "$NPROC" -- "$BIN")
+  BATCH=$(( 32 / NPROC ))
+  THREADS=$(( THREADS / NPROC > 0 ? THREADS / NPROC : 1 ))
+fi
 rm -rf "$W" && mkdir -p "$W"
 if [ -n "$PRETRAINED" ]; then
   python3 "$HERE/synthetic_squad.py" "$W/data" --train "$TRAIN" --dev "$DEV" --vocab "$PRETRAINED/vocab.txt" > /dev/null
@@ -52,19 +63,19 @@ else
   FP32_START=(--model "$W/data/model" --init-from-config)
 fi
 COMMON=(--train-file "$W/data/train.json" --predict-file "$W/data/dev.json" --max-seq-length 64 --doc-stride 32
-        --per-device-train-batch-size 32 --threads "$THREADS" --seed 7)
+        --per-device-train-batch-size "$BATCH" --threads "$THREADS" --seed 7)
 t0=$(date +%s)
 echo "== FP32 fine-tune from $START"
-"$BIN" "${FP32_START[@]}" --output-dir "$W/fp32" --do-train --do-eval --quant-disable \
+"${RUN[@]}" "${FP32_START[@]}" --output-dir "$W/fp32" --do-train --do-eval --quant-disable \
   --learning-rate "$LR" --num-train-epochs "$EPOCHS" --warmup-ratio 0.1 "${COMMON[@]}" | grep -E "^eval"
 echo "   ($(( $(date +%s) - t0 )) s)"
 for c in $CALIBS; do
   echo "== PTQ, calibrator $c"
-  "$BIN" --model "$W/fp32" --output-dir "$W/ptq_$c" --do-calib --do-eval --calibrator "$c" --percentile 99.99 \
+  "${RUN[@]}" --model "$W/fp32" --output-dir "$W/ptq_$c" --do-calib --do-eval --calibrator "$c" --percentile 99.99 \
     "${COMMON[@]}" | grep -E "^(eval|calibrated)"
 done
 echo "== QAT from the max-calibrated model"
-"$BIN" --model "$W/ptq_max" --output-dir "$W/qat" --do-train --do-eval --learning-rate "$QAT_LR" \
+"${RUN[@]}" --model "$W/ptq_max" --output-dir "$W/qat" --do-train --do-eval --learning-rate "$QAT_LR" \
   --num-train-epochs "$QAT_EPOCHS" "${COMMON[@]}" | grep -E "^eval"
 echo "   (workflow $(( $(date +%s) - t0 )) s)"
 python3 - "$W" "$MODE" "$CALIBS" "$START" <<'PY'

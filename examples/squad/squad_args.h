@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,6 +43,8 @@ struct Args {
           max_predict_samples = 0;
   std::string lr_scheduler = "linear", device = "cpu";
   int threads = 0;
+  std::string dist_backend = "gloo";  // several processes (WORLD_SIZE > 1): gloo or nccl
+  int64_t dist_timeout = 0;           // seconds; 0 = QDQBERT_DIST_TIMEOUT, else 300
 };
 
 // ---- squad_flags.cpp ----
@@ -96,10 +99,12 @@ struct Schedule {
 
 Schedule make_schedule(const Args& a, size_t num_features);
 
-/// One field a resumed run must agree on: its key in trainer_state.json, the flags it comes from, its value.
+/// One field a resumed run must agree on: its key in trainer_state.json, the flags it comes from, its value,
+/// and the value a checkpoint without the key stands for (none: such a checkpoint differs).
 struct FpField {
   std::string key, flags;
   ojson value;
+  std::optional<ojson> if_absent = std::nullopt;
 };
 using Fingerprint = std::vector<FpField>;
 

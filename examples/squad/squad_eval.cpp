@@ -10,6 +10,8 @@
 #include <numeric>
 #include <sstream>
 
+#include "qdqbert/distributed/distributed.h"
+#include "qdqbert/distributed/sharding.h"
 #include "qdqbert/squad/dataset.h"
 #include "qdqbert/squad/features.h"
 #include "qdqbert/squad/metrics.h"
@@ -79,18 +81,29 @@ QaOutput run_qa(TaskModel& model, const EvalData& d, const Args& a, const torch:
   torch::NoGradGuard ng;
   model.module().eval();
   const size_t bs = static_cast<size_t>(a.per_device_eval_batch_size), n = d.features.size();
-  std::vector<int64_t> idx(n);
+  std::vector<int64_t> idx(n), rows;
   std::iota(idx.begin(), idx.end(), int64_t{0});
+  for (size_t b = 0; b < n; b += bs) rows.push_back(static_cast<int64_t>(std::min(n, b + bs) - b));
   auto t0 = Clock::now();
-  for (size_t b = 0; b < n; b += bs) {
-    ModelOutput out = model.run(to_inputs(d.features, idx.data() + b, std::min(n, b + bs) - b, false, dev));
-    at::Tensor s = out.start_logits.to(torch::kCPU).contiguous(), e = out.end_logits.to(torch::kCPU).contiguous();
-    for (int64_t r = 0; r < s.size(0); ++r) {
-      o.starts.emplace_back(s[r].data_ptr<float>(), s[r].data_ptr<float>() + s.size(1));
-      o.ends.emplace_back(e[r].data_ptr<float>(), e[r].data_ptr<float>() + e.size(1));
-    }
+  // Several processes: batch k runs on rank k mod world exactly as one process runs it, and the logits are
+  // gathered back into batch order (bit for bit the single-process logits).
+  const int64_t len = n > 0 ? static_cast<int64_t>(d.features[0].input_ids.size()) : 0;
+  std::vector<at::Tensor> local_starts{torch::empty({0, len})}, local_ends{torch::empty({0, len})};
+  for (const int64_t k : distributed::round_robin_batches(static_cast<int64_t>(rows.size()))) {
+    const size_t b = static_cast<size_t>(k) * bs;
+    ModelOutput out = model.run(to_inputs(d.features, idx.data() + b, static_cast<size_t>(rows[static_cast<size_t>(k)]),
+                                          false, dev));
+    local_starts.push_back(out.start_logits.to(torch::kCPU, torch::kFloat));
+    local_ends.push_back(out.end_logits.to(torch::kCPU, torch::kFloat));
+  }
+  const at::Tensor s = distributed::all_gather_round_robin(torch::cat(local_starts), rows).contiguous();
+  const at::Tensor e = distributed::all_gather_round_robin(torch::cat(local_ends), rows).contiguous();
+  for (int64_t r = 0; r < s.size(0); ++r) {
+    o.starts.emplace_back(s[r].data_ptr<float>(), s[r].data_ptr<float>() + s.size(1));
+    o.ends.emplace_back(e[r].data_ptr<float>(), e[r].data_ptr<float>() + e.size(1));
   }
   o.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!distributed::is_main()) return o;  // only rank 0 post-processes, reports and writes
   squad::PostprocessOptions pp;
   pp.n_best_size = a.n_best_size;
   pp.max_answer_length = a.max_answer_length;

@@ -54,6 +54,13 @@ void add_flags(CLI::App& app, Args& a) {
   app.add_option("--seed", a.seed);
   app.add_option("--threads", a.threads)->check(CLI::NonNegativeNumber);
   app.add_option("--device", a.device)->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--dist-backend", a.dist_backend,
+                 "several processes (WORLD_SIZE > 1, e.g. tools/launch.sh): gloo (CPU tensors) or nccl (CUDA tensors, "
+                 "only with a LibTorch built with NCCL)")
+      ->check(CLI::IsMember({"gloo", "nccl"}));
+  app.add_option("--dist-timeout", a.dist_timeout,
+                 "seconds a rank waits for the others before failing (0 = $QDQBERT_DIST_TIMEOUT, else 300)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 /// Flag combinations that cannot work, checked before anything is loaded or written.

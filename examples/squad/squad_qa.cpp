@@ -57,6 +57,15 @@
 // predict_nbest_predictions.json (v2: predict_null_odds.json) and, when the file has gold answers,
 // predict_results.json. --per-device-eval-batch-size is the batch size of evaluation, prediction and
 // calibration.
+//
+// Several processes (WORLD_SIZE > 1 in the environment, e.g. tools/launch.sh --nproc N or torchrun; README
+// "Data-parallel training"): --dist-backend gloo|nccl, --dist-timeout S. Rank 0's weights are broadcast; a
+// training micro-batch and a calibration batch are global batches of the per-device size x N features, split
+// into N contiguous parts in the same shuffled order on every rank, with gradients averaged (bucketed, during
+// backward) before clipping; each rank draws its own dropout masks (rank 0 those of one process). Evaluation
+// and prediction run batch k on rank k mod N and gather the logits, so the results are those of one process.
+// Only rank 0 prints (the others' stdout goes to /dev/null; errors name the rank) and writes files. A resumed
+// run needs the WORLD_SIZE of the run that wrote the checkpoint (it is part of the fingerprint).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -69,6 +78,8 @@
 #include <random>
 
 #include "qdqbert/config.h"
+#include "qdqbert/distributed/distributed.h"
+#include "qdqbert/distributed/sharding.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/onnx/export.h"
@@ -139,6 +150,7 @@ std::shared_ptr<TaskModel> build_model(const Args& a, const Resume& resume, cons
   io::PretrainedOptions po;
   po.task = "question-answering";
   po.strict = a.strict;
+  po.log_summary = distributed::is_main();
   po.quant_desc_input = a.quant.input_desc();
   po.quant_desc_weight = a.quant.weight_desc();
   std::shared_ptr<TaskModel> model;
@@ -155,6 +167,7 @@ std::shared_ptr<TaskModel> build_model(const Args& a, const Resume& resume, cons
     model = io::from_pretrained(a.model, po);
   }
   model->module().to(dev);
+  distributed::broadcast_parameters(model->module());  // every rank starts from rank 0's weights
   if (!resume.dir.empty()) {
     // The checkpoint's amax already went through recalibration, fusion and clipping; the enabled/disabled
     // state of the quantizers is not stored, so the rules are applied again.
@@ -177,14 +190,26 @@ void calibrate_step(TaskModel& model, const std::vector<squad::Feature>& train_f
                 resume.dir.c_str());
     return;
   }
-  const auto n = static_cast<int64_t>(train_features.size()), bs = a.per_device_eval_batch_size;
+  // Several processes: a calibration batch is a global batch of bs x world features and this rank takes its
+  // part; the calibrators merge across ranks (max exactly; histograms bit for bit, calibrator.h).
+  const int64_t world = distributed::world_size();
+  const auto n = static_cast<int64_t>(train_features.size()), bs = a.per_device_eval_batch_size * world;
   std::mt19937_64 rng(static_cast<uint64_t>(a.seed));
   const std::vector<int64_t> order = workflow::permutation(n, rng);
   std::vector<ModelInputs> batches;
   int64_t samples = 0;
   for (int64_t b = 0; b < n; b += bs) {
     const int64_t e = std::min(n, b + bs);
-    batches.push_back(to_inputs(train_features, order.data() + b, static_cast<size_t>(e - b), false, dev));
+    if (e - b < world) {
+      std::fprintf(stderr,
+                   "squad_qa: note: the last calibration batch (%lld features) is dropped: it cannot give each of "
+                   "the %lld processes a feature\n",
+                   static_cast<long long>(e - b), static_cast<long long>(world));
+      break;
+    }
+    const distributed::Shard part = distributed::split_rows(e - b, distributed::rank(), world);
+    batches.push_back(
+        to_inputs(train_features, order.data() + b + part.begin, static_cast<size_t>(part.size()), false, dev));
     samples += e - b;
     const auto k = static_cast<int64_t>(batches.size());
     if (a.num_calib_batch_given ? k >= a.quant.num_calib_batch : k * bs >= a.calib_num) break;
@@ -197,9 +222,10 @@ void calibrate_step(TaskModel& model, const std::vector<squad::Feature>& train_f
   }
   auto t0 = Clock::now();
   auto r = workflow::calibrate(model, batches, a.quant.calibration());
-  std::printf("calibrated %zu quantizers with %s on %zu batches (%lld samples, shuffled) in %.1f s\n",
+  std::printf("calibrated %zu quantizers with %s on %zu batches (%lld samples, shuffled) in %.1f s%s\n",
               r.calibrated.size(), a.quant.calibrator.c_str(), batches.size(), static_cast<long long>(samples),
-              std::chrono::duration<double>(Clock::now() - t0).count());
+              std::chrono::duration<double>(Clock::now() - t0).count(),
+              world > 1 ? (" across " + std::to_string(world) + " processes").c_str() : "");
   for (const auto& l : workflow::configure_model(model, a.quant, /*calib=*/false)) std::printf("%s\n", l.c_str());
   workflow::print_quant_summary(model, std::cout);
 }
@@ -207,6 +233,7 @@ void calibrate_step(TaskModel& model, const std::vector<squad::Feature>& train_f
 /// --do-eval: predictions, logits, features and metrics of --predict-file.
 void eval_step(TaskModel& model, const EvalData& eval_data, const Args& a, const torch::Device& dev) {
   QaOutput o = run_qa(model, eval_data, a, dev);
+  if (!distributed::is_main()) return;
   std::string summary;
   ojson res = compute_metrics(a, eval_data.ds, o.result, &summary);
   res["eval_samples"] = eval_data.features.size();
@@ -228,6 +255,7 @@ void eval_step(TaskModel& model, const EvalData& eval_data, const Args& a, const
 /// --do-predict: predictions of --test-file (else --predict-file), metrics when it has gold answers.
 void predict_step(TaskModel& model, const EvalData& predict_data, const Args& a, const torch::Device& dev) {
   QaOutput o = run_qa(model, predict_data, a, dev);
+  if (!distributed::is_main()) return;
   const std::string pred_path = a.output_dir + "/predict_predictions.json";
   squad::write_text_file(pred_path, o.result.predictions_json());
   squad::write_text_file(a.output_dir + "/predict_nbest_predictions.json", o.result.nbest_json());
@@ -264,10 +292,19 @@ void export_onnx(TaskModel& model, const Args& a) {
 /// The whole run after the command line is parsed; errors are thrown.
 void run(const Args& a) {
   validate_flags(a);
+  // WORLD_SIZE > 1 (tools/launch.sh, torchrun): join the other processes; only rank 0 prints and writes.
+  distributed::InitOptions dist;
+  dist.backend = a.dist_backend;
+  dist.timeout = std::chrono::seconds(a.dist_timeout);
+  distributed::init(dist);
+  distributed::mute_stdout_on_other_ranks();
+  const bool rank0 = distributed::is_main();
   if (a.threads > 0) at::set_num_threads(a.threads);
-  warn_blas_threading_once();  // after the thread count is known
+  if (rank0) warn_blas_threading_once();  // after the thread count is known
   torch::manual_seed(static_cast<uint64_t>(a.seed));
-  const torch::Device dev(a.device);
+  const auto gpu = static_cast<c10::DeviceIndex>(distributed::cuda_device_index());  // LOCAL_RANK's GPU
+  const torch::Device dev = a.device == "cuda" && distributed::world_size() > 1 ? torch::Device(torch::kCUDA, gpu)
+                                                                                : torch::Device(a.device);
 
   RunData d = load_data(a);
   std::shared_ptr<TaskModel> model = build_model(a, d.resume, dev);
@@ -276,17 +313,18 @@ void run(const Args& a) {
     opt = make_optimizer(*model, a);
     if (!d.resume.dir.empty()) load_optimizer_state(*opt, d.resume.dir, dev);
   }
-  fs::create_directories(a.output_dir);
+  if (rank0) fs::create_directories(a.output_dir);
 
   if (a.do_calib) calibrate_step(*model, d.train_features, a, d.resume, dev);
   if (a.do_train) train(*model, *opt, d.train_features, a, d.schedule, d.fingerprint, d.resume, dev);
-  if (a.do_train || a.do_calib) {
+  if ((a.do_train || a.do_calib) && rank0) {
     save_model_dir(*model, a.model, a.output_dir);
     std::printf("saved checkpoint to %s\n", a.output_dir.c_str());
   }
   if (a.do_eval) eval_step(*model, d.eval_data, a, dev);
   if (a.do_predict) predict_step(*model, d.predict_data, a, dev);
-  if (a.save_onnx) export_onnx(*model, a);
+  if (a.save_onnx && rank0) export_onnx(*model, a);
+  distributed::shutdown();
 }
 
 }  // namespace
@@ -302,10 +340,11 @@ int main(int argc, char** argv) {
   try {
     squad_qa::run(a);
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "squad_qa: error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "squad_qa: error: %s%s\n", qdqbert::distributed::error_prefix().c_str(),
+                 e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "squad_qa: error: %s\n", e.what());
+    std::fprintf(stderr, "squad_qa: error: %s%s\n", qdqbert::distributed::error_prefix().c_str(), e.what());
     return 1;
   }
   return 0;

@@ -13,6 +13,9 @@
 #include <sstream>
 
 #include "qdqbert/config.h"
+#include "qdqbert/distributed/distributed.h"
+#include "qdqbert/distributed/gradient_reducer.h"
+#include "qdqbert/distributed/sharding.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/file.h"
@@ -80,7 +83,8 @@ ojson read_json_file(const std::string& path, const std::string& what) {
 Schedule make_schedule(const Args& a, size_t num_features) {
   Schedule s;
   s.num_features = static_cast<int64_t>(num_features);
-  const int64_t bs = a.per_device_train_batch_size, n = a.gradient_accumulation_steps;
+  // A micro-batch is a global batch: per-device batch x processes.
+  const int64_t bs = a.per_device_train_batch_size * distributed::world_size(), n = a.gradient_accumulation_steps;
   s.micro_batches_per_epoch = (s.num_features + bs - 1) / bs;
   s.steps_per_epoch = (s.micro_batches_per_epoch + n - 1) / n;
   s.total_steps = static_cast<int64_t>(std::ceil(a.num_train_epochs * static_cast<double>(s.steps_per_epoch)));
@@ -137,6 +141,7 @@ Fingerprint make_fingerprint(const Args& a, const Schedule& s) {
       {"recalibrate_weights", "--recalibrate-weights", q.recalibrate_weights},
       {"do_calib", "--do-calib", a.do_calib},
       {"calibration", cal_flags, calibration},
+      {"world_size", "WORLD_SIZE (number of processes)", distributed::world_size(), ojson(1)},
   };
 }
 
@@ -158,7 +163,7 @@ Resume check_resume(const Args& a, const Fingerprint& fp, const Schedule& s) {
   int mismatches = 0;
   for (const auto& f : fp) {
     const bool has = saved.contains(f.key);
-    if (has && saved.at(f.key) == f.value) continue;
+    if (has ? saved.at(f.key) == f.value : f.if_absent && *f.if_absent == f.value) continue;
     diff << (mismatches++ ? "; " : "") << f.key << " (" << f.flags << "): checkpoint "
          << (has ? saved.at(f.key).dump() : std::string("<absent>")) << ", this run " << f.value.dump();
   }
@@ -242,6 +247,11 @@ void train(TaskModel& model, torch::optim::AdamW& opt, const std::vector<squad::
   auto& m = model.module();
   m.train();
   const int64_t n = s.num_features, bs = a.per_device_train_batch_size, acc = a.gradient_accumulation_steps;
+  // Several processes: each micro-batch is a global batch of bs x world features, this rank takes its part
+  // (distributed/sharding.h) and the gradients are averaged before clipping (bucketed, during backward).
+  const distributed::ShardedSampler sampler(n, bs);
+  distributed::GradientReducer reducer(m.parameters());
+  const bool rank0 = distributed::is_main();
   const int64_t spe = s.steps_per_epoch, total = s.total_steps;
   int64_t step = resume.global_step;
   const int64_t start_epoch = spe > 0 ? step / spe : 0;
@@ -260,24 +270,30 @@ void train(TaskModel& model, torch::optim::AdamW& opt, const std::vector<squad::
   for (int64_t epoch = start_epoch; step < total; ++epoch) {
     const std::vector<int64_t> order = workflow::permutation(n, rng);
     for (int64_t g = step - epoch * spe; g < spe && step < total; ++g) {
-      torch::manual_seed(step_seed(a.seed, step));
+      torch::manual_seed(distributed::rank_seed(step_seed(a.seed, step)));  // each rank its own dropout
       const double lr = workflow::lr_at(step, total, s.warmup_steps, a.learning_rate, a.lr_scheduler);
       for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       opt.zero_grad();
       double step_loss = 0;
       const int64_t mb_end = std::min(s.micro_batches_per_epoch, (g + 1) * acc);
       for (int64_t mb = g * acc; mb < mb_end; ++mb) {
-        const int64_t b = mb * bs, e = std::min(n, b + bs);
-        at::Tensor loss = model.run(to_inputs(features, order.data() + b, static_cast<size_t>(e - b), true, dev)).loss;
-        (loss / static_cast<double>(acc)).backward();
-        step_loss += loss.item<double>() / static_cast<double>(acc);
+        const distributed::Shard sh = sampler.shard(mb);
+        if (mb + 1 == mb_end) reducer.expect_backward();
+        if (sh.empty()) continue;
+        at::Tensor loss =
+            model.run(to_inputs(features, order.data() + sh.begin, static_cast<size_t>(sh.size()), true, dev)).loss;
+        const at::Tensor weighted = sh.loss_scale == 1.0 ? loss : loss * sh.loss_scale;  // a short last batch
+        (weighted / static_cast<double>(acc)).backward();
+        step_loss += loss.item<double>() * sh.loss_scale / static_cast<double>(acc);
       }
+      reducer.synchronize();
+      step_loss = distributed::mean_over_ranks(step_loss);
       if (a.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(m.parameters(), a.max_grad_norm);
       opt.step();
       ++step;
       ema = first ? step_loss : 0.95 * ema + 0.05 * step_loss;
       first = false;
-      if (a.save_steps > 0 && step % a.save_steps == 0) {
+      if (rank0 && a.save_steps > 0 && step % a.save_steps == 0) {
         const int64_t next_epoch = step / spe;
         ojson state;
         state["format"] = "qdqbert squad_qa trainer state 1";
@@ -293,14 +309,16 @@ void train(TaskModel& model, torch::optim::AdamW& opt, const std::vector<squad::
         state["data_order"] = "epoch e: Fisher-Yates (j = rng() % (i + 1)) with one std::mt19937_64(seed), one "
                               "shuffle per epoch; torch reseeded with splitmix64(seed, step) before each step";
         state["threads"] = a.threads;
+        state["world_size"] = distributed::world_size();
         state["device"] = a.device;
         state["loss"] = ema;
         state["fingerprint"] = fp_json;
         write_checkpoint(model, opt, a, state, step);
       }
       const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      const double rate = secs > 0 ? static_cast<double>((step - first_step) * bs * acc) / secs : 0.0;
-      if ((step - first_step) % 5 == 1 || step == total) progress("train", step, total, ema, rate);
+      const auto examples = static_cast<double>((step - first_step) * sampler.global_batch_size() * acc);
+      const double rate = secs > 0 ? examples / secs : 0.0;
+      if (rank0 && ((step - first_step) % 5 == 1 || step == total)) progress("train", step, total, ema, rate);
     }
   }
   m.eval();

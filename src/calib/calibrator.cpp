@@ -44,6 +44,34 @@ at::Tensor MaxCalibrator::compute_amax(const std::string& method, const ComputeA
   return calib_amax_;
 }
 
+namespace {
+
+// Every process must agree on whether it has data and on its size (a number of amax values or bins) before
+// the merge's collective, whose shapes must match: one all-reduce of {has, -has, size, -size} gives the
+// maximum and minimum of each.
+void check_same_everywhere(CalibrationSync& sync, const char* who, bool has_data, int64_t size, const char* unit) {
+  at::Tensor t = at::tensor({int64_t{has_data}, -int64_t{has_data}, size, -size}, at::kLong);
+  sync.all_reduce_max(t);
+  const auto* v = t.data_ptr<int64_t>();
+  TORCH_CHECK(v[0] == -v[1], who, ": some processes collected data and others did not; every process must run ",
+              "the same number of calibration batches");
+  TORCH_CHECK(v[2] == -v[3], who, ": the processes collected different shapes (", -v[3], " to ", v[2], " ", unit,
+              "); they must calibrate the same model with the same number of calibration batches");
+}
+
+}  // namespace
+
+void MaxCalibrator::merge_across_processes() {
+  if (!sync_) return;
+  check_same_everywhere(*sync_, "MaxCalibrator::merge_across_processes", has_data(),
+                        has_data() ? calib_amax_.numel() : 0, "amax values");
+  if (!has_data()) return;
+  at::NoGradGuard no_grad;
+  at::Tensor t = calib_amax_.to(at::kCPU).contiguous().clone();
+  sync_->all_reduce_max(t);
+  calib_amax_.copy_(t);  // in place: amaxs()[0] aliases it, as in the reference
+}
+
 std::unique_ptr<Calibrator> MaxCalibrator::clone() const {
   auto c = std::make_unique<MaxCalibrator>(num_bits_, axis_, unsigned_, track_amax_);
   if (calib_amax_.defined()) c->calib_amax_ = calib_amax_.clone();
@@ -74,6 +102,28 @@ inline int64_t bin_of(const std::vector<double>& edges, double v) {
   return std::min(k, n - 1);
 }
 
+// Several processes: the first range is [min, max] over every process's values ([0, 1] when none has any,
+// as for one process); min comes out of the same max-reduction as -min (negation is exact).
+void agree_on_first_range(CalibrationSync& sync, bool has_values, float& lo, float& hi) {
+  const float inf = std::numeric_limits<float>::infinity();
+  at::Tensor t = at::tensor({has_values ? -lo : -inf, has_values ? hi : -inf}, at::kFloat);
+  sync.all_reduce_max(t);
+  const auto* v = t.data_ptr<float>();
+  if (v[1] == -inf) {
+    lo = 0.f;
+    hi = 1.f;
+  } else {
+    lo = -v[0];
+    hi = v[1];
+  }
+}
+
+float agree_on_max(CalibrationSync& sync, float xmax) {
+  at::Tensor t = at::tensor({xmax}, at::kFloat);
+  sync.all_reduce_max(t);
+  return t.data_ptr<float>()[0];
+}
+
 }  // namespace
 
 void HistogramCalibrator::collect(const at::Tensor& x_in) {
@@ -94,6 +144,7 @@ void HistogramCalibrator::collect(const at::Tensor& x_in) {
       lo = *std::min_element(data, data + n);
       hi = *std::max_element(data, data + n);
     }
+    if (sync_) agree_on_first_range(*sync_, n > 0, lo, hi);
     double first = lo, last = hi;
     if (first == last) {
       first -= 0.5;
@@ -107,8 +158,9 @@ void HistogramCalibrator::collect(const at::Tensor& x_in) {
     edges_[num_bins_] = static_cast<float>(last);
     edges_are_f32_ = true;
     hist_.assign(num_bins_, 0);
-  } else if (n > 0) {
-    const float xmax = *std::max_element(data, data + n);
+  } else if (n > 0 || sync_) {
+    float xmax = n > 0 ? *std::max_element(data, data + n) : -std::numeric_limits<float>::infinity();
+    if (sync_) xmax = agree_on_max(*sync_, xmax);
     if (xmax > edges_.back()) {
       // NumPy: width = e[1] - e[0]; arange(e[-1] + width, max + width, width), float64 result. While
       // the edges are still float32 those three operands are float32 arithmetic.
@@ -168,6 +220,25 @@ at::Tensor HistogramCalibrator::compute_amax(const std::string& method, const Co
                       "' (expected percentile, mse or entropy)");
   }
   return at::scalar_tensor(amax, at::kFloat);
+}
+
+void HistogramCalibrator::merge_across_processes() {
+  if (!sync_) return;
+  const int64_t bins = static_cast<int64_t>(hist_.size());
+  check_same_everywhere(*sync_, "HistogramCalibrator::merge_across_processes", has_data(), bins, "bins");
+  if (!has_data()) return;
+  // The edges were built from shared numbers by the same code everywhere; check the outer two anyway.
+  at::Tensor e = at::tensor({edges_.front(), -edges_.front(), edges_.back(), -edges_.back()}, at::kDouble);
+  sync_->all_reduce_max(e);
+  const auto* ev = e.data_ptr<double>();
+  TORCH_CHECK(ev[0] == -ev[1] && ev[2] == -ev[3], "HistogramCalibrator::merge_across_processes: the processes ",
+              "hold different bin edges ([", -ev[1], ", ", -ev[3], "] to [", ev[0], ", ", ev[2], "]): collect() ",
+              "must be called equally often everywhere, with the sync set from the first call");
+  at::Tensor counts = at::empty({bins}, at::kLong);
+  std::copy(hist_.begin(), hist_.end(), counts.data_ptr<int64_t>());
+  sync_->all_reduce_sum(counts);
+  const auto* c = counts.data_ptr<int64_t>();
+  std::copy(c, c + bins, hist_.begin());
 }
 
 std::unique_ptr<Calibrator> HistogramCalibrator::clone() const {

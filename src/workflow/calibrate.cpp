@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "qdqbert/distributed/distributed.h"
 #include "qdqbert/io/safetensors.h"
 #include "qdqbert/nn/quantizer_select.h"
 
@@ -29,11 +30,14 @@ bool selected(const nn::QuantizerInfo& info, const CalibrationOptions& o) {
 
 std::vector<std::string> enable_calibration(TaskModel& model, const CalibrationOptions& o) {
   std::vector<std::string> names;
+  // Several processes (distributed::init): the calibrators merge what each rank collects (calibrator.h).
+  const auto sync = distributed::calibration_sync();
   for (auto& info : nn::list_quantizers(model.module())) {
     if (!selected(info, o)) continue;
     const auto& name = info.name;
     auto& q = info.quantizer;
     q->calibrator()->reset();
+    q->calibrator()->set_sync(sync);
     q->enable_calib();
     q->disable_quant();
     names.push_back(name);
@@ -46,7 +50,10 @@ CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions&
   auto quantizers = nn::list_quantizers(model.module());
   for (auto& info : quantizers) {
     if (!selected(info, o) || !info.quantizer->is_calib_enabled()) continue;
-    if (!info.quantizer->calibrator()->has_data()) report.no_data.push_back(info.name);
+    calib::Calibrator& c = *info.quantizer->calibrator();
+    c.merge_across_processes();  // a collective in the same order on every rank; no-op alone
+    c.set_sync(nullptr);
+    if (!c.has_data()) report.no_data.push_back(info.name);
   }
   if (o.strict && !report.no_data.empty()) {
     std::string all;
@@ -77,6 +84,15 @@ CalibrationReport finish_calibration(TaskModel& model, const CalibrationOptions&
 }
 
 CalibrationReport calibrate(TaskModel& model, const std::vector<ModelInputs>& batches, const CalibrationOptions& o) {
+  if (distributed::world_size() > 1) {
+    // Histogram ranges are agreed batch by batch: every rank must run as many batches.
+    const auto n = static_cast<int64_t>(batches.size());
+    at::Tensor t = at::tensor({n, -n}, at::kLong);
+    distributed::all_reduce(t, distributed::ReduceOp::kMax);
+    TORCH_CHECK_VALUE(t[0].item<int64_t>() == -t[1].item<int64_t>(), "calibration: ", distributed::error_prefix(),
+                      "the ranks have different numbers of calibration batches (", -t[1].item<int64_t>(), " to ",
+                      t[0].item<int64_t>(), "); give each rank its part of every global batch (shard_batch)");
+  }
   TORCH_CHECK_VALUE(!batches.empty(), "calibration: no calibration batches");
   auto& m = model.module();
   const bool was_training = m.is_training();

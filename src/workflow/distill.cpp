@@ -6,8 +6,12 @@
 #include <cmath>
 #include <random>
 
+#include "qdqbert/distributed/distributed.h"
+#include "qdqbert/distributed/gradient_reducer.h"
+#include "qdqbert/distributed/sharding.h"
 #include "qdqbert/error.h"
 #include "qdqbert/nn/quantizer_select.h"
+#include "qdqbert/workflow/data_parallel.h"
 #include "qdqbert/workflow/quant_trainer.h"
 
 namespace qdqbert::workflow {
@@ -142,10 +146,10 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   DistillResult r;
   r.train_batches = static_cast<int64_t>(train.size());
   for (const auto& b : train) r.train_sentences += b.input_ids.size(0);
-  const Embeddings reference = embed_batches(teacher, eval, 0);
+  const Embeddings reference = embed_batches_sharded(teacher, eval, 0);  // one process: embed_batches
   r.eval_sentences = reference.sentence_embedding.size(0);
   auto evaluate = [&](int64_t step) {
-    r.evals.push_back({step, compare_embeddings(reference, embed_batches(student, eval, 0), o.k)});
+    r.evals.push_back({step, compare_embeddings(reference, embed_batches_sharded(student, eval, 0), o.k)});
   };
   evaluate(0);
 
@@ -154,6 +158,10 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   std::vector<at::Tensor> weights = trainable.decay;
   weights.insert(weights.end(), trainable.no_decay.begin(), trainable.no_decay.end());
   auto opt = make_optimizer(trainable, o);
+  // Several processes (distributed::init): rank 0's weights everywhere, each training batch split across the
+  // ranks, gradients averaged during backward; no-ops for one process.
+  distributed::broadcast_parameters(student.module());
+  distributed::GradientReducer reducer(student.module().parameters());
   const int64_t n = r.train_batches;
   r.total_steps = o.steps > 0 ? o.steps : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(n))));
   const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_ratio * static_cast<double>(r.total_steps)));
@@ -163,7 +171,9 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
   const auto t0 = Clock::now();
   for (int64_t step = 0; step < r.total_steps; ++step) {
     if (step % n == 0) order = permutation(n, rng);
-    ModelInputs in = train[static_cast<size_t>(order[static_cast<size_t>(step % n)])];
+    const distributed::BatchShard part =
+        distributed::shard_batch(train[static_cast<size_t>(order[static_cast<size_t>(step % n)])]);
+    ModelInputs in = part.inputs;
     if (hidden) in.output_hidden_states = true;
     ModelOutput t;
     {
@@ -178,10 +188,12 @@ DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vec
     }
     opt->zero_grad();
     at::Tensor loss = distill_loss(o.loss, student.run(in), t, in.attention_mask);
-    const double value = loss.item<double>();
+    const double value = distributed::mean_over_ranks(loss.item<double>() * part.loss_scale);
     QDQBERT_CHECK(std::isfinite(value), "distill: the loss became ", value, " at step ", step + 1,
                   " (lower the learning rate)");
-    loss.backward();
+    reducer.expect_backward();
+    (part.loss_scale == 1.0 ? loss : loss * part.loss_scale).backward();
+    reducer.synchronize();
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(weights, o.max_grad_norm);
     opt->step();
     r.loss.push_back(value);

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
 
 #include "cli.h"
+#include "qdqbert/distributed/distributed.h"
 #include "qdqbert/error.h"
 #include "qdqbert/io/atomic_file.h"
 #include "qdqbert/io/checkpoint.h"
@@ -30,6 +32,8 @@ struct QatArgs {
   uint64_t seed = 42;
   bool learn_amax = false, overwrite = false, strict = false;
   int threads = 0;
+  std::string dist_backend = "gloo";  // several processes (WORLD_SIZE > 1)
+  int64_t dist_timeout = 0;
 };
 
 void check_same_vocabulary(const tokenization::Tokenizer& s, const tokenization::Tokenizer& t,
@@ -81,7 +85,15 @@ void run(const QatArgs& a) {
   // Everything is written into a staging folder, renamed into place at the very end: a failed or killed
   // run never leaves a half-written checkpoint at --output. Created first, so an unwritable place fails
   // before minutes of training.
-  io::StagedDirectory out(a.output, a.overwrite);
+  // Several processes (WORLD_SIZE > 1, tools/launch.sh): --batch-size lines per process, and only rank 0
+  // prints, stages and writes.
+  distributed::InitOptions dist;
+  dist.backend = a.dist_backend;
+  dist.timeout = std::chrono::seconds(a.dist_timeout);
+  distributed::init(dist);
+  distributed::mute_stdout_on_other_ranks();
+  std::optional<io::StagedDirectory> out;
+  if (distributed::is_main()) out.emplace(a.output, a.overwrite);
   std::vector<std::string> train = first_lines(a.train_text, a.train_lines);
   const std::vector<std::string> eval = first_lines(a.eval_text, a.eval_lines);
   const auto tok = tokenization::load_tokenizer(a.model);
@@ -98,7 +110,11 @@ void run(const QatArgs& a) {
     for (int64_t i : workflow::permutation(static_cast<int64_t>(train.size()), rng)) shuffled.push_back(train[static_cast<size_t>(i)]);
     train.swap(shuffled);
   }
-  const auto train_batches = workflow::encode_batches(*tok, train, a.max_length, a.batch_size);
+  const int64_t world = distributed::world_size();
+  auto train_batches = workflow::encode_batches(*tok, train, a.max_length, a.batch_size * world);  // global batches
+  if (world > 1 && train_batches.size() > 1 && train_batches.back().input_ids.size(0) < world) {
+    train_batches.pop_back();  // too few lines to give each process one
+  }
   const auto eval_batches = workflow::encode_batches(*tok, eval, a.max_length, a.batch_size);
 
   workflow::DistillOptions o;
@@ -114,15 +130,19 @@ void run(const QatArgs& a) {
   o.loss = workflow::parse_distill_loss(a.loss);
   o.eval_every = a.eval_every;
   o.seed = a.seed;
-  o.progress = print_progress;
-  std::fprintf(stderr, "qat: %zu training lines in %zu batches, %zu evaluation lines, %s loss%s\n", train.size(),
-               train_batches.size(), eval.size(), a.loss.c_str(), a.learn_amax ? (", learned ranges (" + a.range_learning + ")").c_str() : "");
+  if (distributed::is_main()) {
+    o.progress = print_progress;
+    std::fprintf(stderr, "qat: %zu training lines in %zu batches, %zu evaluation lines, %s loss%s\n", train.size(),
+                 train_batches.size(), eval.size(), a.loss.c_str(),
+                 a.learn_amax ? (", learned ranges (" + a.range_learning + ")").c_str() : "");
+  }
   const auto result = workflow::distill_qat(*student, *teacher, train_batches, eval_batches, o);
+  if (!distributed::is_main()) return distributed::shutdown();
 
-  io::save_pretrained(*student, out.path());
-  io::copy_tokenizer_files(a.model, out.path());
+  io::save_pretrained(*student, out->path());
+  io::copy_tokenizer_files(a.model, out->path());
   if (!a.quant_config.empty()) {
-    io::write_file_atomic((fs::path(out.path()) / "quant_config.json").string(),
+    io::write_file_atomic((fs::path(out->path()) / "quant_config.json").string(),
                           io::read_file(a.quant_config, "quant config"));
   }
   workflow::DistillReportInfo info;
@@ -143,11 +163,12 @@ void run(const QatArgs& a) {
     ++info.quantizers;
     info.enabled_quantizers += q->is_enabled();
   }
-  const std::string md = workflow::write_distill_report(result, info, out.path());
-  out.commit();
+  const std::string md = workflow::write_distill_report(result, info, out->path());
+  out->commit();
   std::cout << md;
   std::printf("\nwrote %s (checkpoint, tokenizer, report.md, report.json, training_curve.svg%s)\n",
-              out.final_path().c_str(), a.quant_config.empty() ? "" : ", quant_config.json");
+              out->final_path().c_str(), a.quant_config.empty() ? "" : ", quant_config.json");
+  distributed::shutdown();
 }
 
 Register reg({"qat", "Quantization-aware training by distillation from the FP32 teacher on plain text", [](CLI::App& app) {
@@ -165,7 +186,8 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                 app.add_option("--epochs", a->epochs, "passes over the training text (default 1)")
                     ->check(positive_number())
                     ->excludes(steps);
-                app.add_option("--batch-size", a->batch_size, "lines per step")->check(int_range(1, kMaxBatchSize));
+                app.add_option("--batch-size", a->batch_size, "lines per step (per process when several run)")
+                    ->check(int_range(1, kMaxBatchSize));
                 app.add_option("--lr", a->lr, "AdamW learning rate")->check(positive_number());
                 app.add_option("--warmup-ratio", a->warmup_ratio, "share of the steps for linear warmup")
                     ->check(number_range(0.0, 0.99));
@@ -192,6 +214,14 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                 app.add_flag("--overwrite", a->overwrite, "replace an existing --output folder");
                 add_strict_flag(app, a->strict);
                 add_threads_option(app, a->threads);
+                app.add_option("--dist-backend", a->dist_backend,
+                               "several processes (WORLD_SIZE > 1, e.g. tools/launch.sh): gloo (CPU) or nccl (CUDA, "
+                               "only with a LibTorch built with NCCL)")
+                    ->check(CLI::IsMember({"gloo", "nccl"}));
+                app.add_option("--dist-timeout", a->dist_timeout,
+                               "seconds a process waits for the others before failing (0 = $QDQBERT_DIST_TIMEOUT, "
+                               "else 300)")
+                    ->check(non_negative_number());
                 app.final_callback([a] { run(*a); });
               }});
 

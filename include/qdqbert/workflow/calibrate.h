@@ -3,6 +3,12 @@
 /// Calibration driver (the C++ counterpart of the HF research example's quant_trainer
 /// enable_calibration / finish_calibration): put the quantizers in calibration mode, run batches,
 /// compute amax with the chosen method, switch quantization back on.
+///
+/// Several processes (distributed::init with WORLD_SIZE > 1): each rank runs its part of every calibration
+/// batch (distributed::shard_batch / ShardedSampler), the calibrators merge what the ranks collected
+/// (calib::CalibrationSync: max exactly, histograms bit for bit as one process on the global batches), and every
+/// rank ends with the same amax. calibrate() checks that the ranks run as many batches; enable_calibration and
+/// finish_calibration are collectives (every rank calls them, with the same model).
 
 #include <functional>
 #include <string>
