@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -32,6 +33,23 @@ at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
   at::Tensor m = mask.unsqueeze(-1).to(h.dtype());
   at::Tensor mean = (h * m).sum(1) / m.sum(1).clamp_min(1e-9);
   return torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+}
+
+std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
+                                             int64_t max_length) {
+  TORCH_CHECK_VALUE(max_length > 2, "encode: max_length must be > 2, got ", max_length);
+  tokenization::EncodeOptions eo;
+  eo.truncation = tokenization::Truncation::LongestFirst;
+  eo.max_length = max_length;
+  const auto enc = tok.encode_batch(lines, {}, eo);
+  std::vector<size_t> order(lines.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return enc[a].input_ids.size() < enc[b].input_ids.size(); });
+  std::vector<std::string> sorted;
+  sorted.reserve(lines.size());
+  for (size_t i : order) sorted.push_back(lines[i]);
+  return sorted;
 }
 
 std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,

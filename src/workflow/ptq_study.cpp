@@ -91,16 +91,33 @@ struct Study {
   std::map<std::string, double> calib_seconds;
   std::map<std::string, std::unique_ptr<calib::HistogramCalibrator>> hists;
   std::vector<std::string> methods;                  // sweep order
+  // For the ETA: evaluations done and their time, and how many are planned (the partial-quantization
+  // step's count is estimated as the number of groups + 2 until it runs).
+  int64_t evals_done = 0, evals_planned = 0;
+  double eval_seconds = 0;
 
   explicit Study(const PtqStudyOptions& options) : o(options) {}
 
   void say(const std::string& line) const {
     if (!o.progress) return;
-    char when[32];
+    char when[64];
     std::snprintf(when, sizeof(when), "[%6.1f s] ", seconds_since(start));
-    o.progress(when + line);
+    std::string eta;
+    if (evals_done > 0 && evals_planned > evals_done) {
+      const double left = eval_seconds / static_cast<double>(evals_done) * static_cast<double>(evals_planned - evals_done);
+      char b[64];
+      std::snprintf(b, sizeof(b), " (ETA ~%dm%02ds)", static_cast<int>(left / 60), static_cast<int>(std::fmod(left, 60)));
+      eta = b;
+    }
+    o.progress(when + line + eta);
   }
-  EmbeddingFidelity fidelity() { return compare_embeddings(reference, embed_batches(*model, eval, 0), o.k); }
+  EmbeddingFidelity fidelity() {
+    const auto t0 = Clock::now();
+    EmbeddingFidelity f = compare_embeddings(reference, embed_batches(*model, eval, 0), o.k);
+    eval_seconds += seconds_since(t0);
+    evals_planned = std::max(evals_planned, ++evals_done);
+    return f;
+  }
   GemmFlops flops() { return gemm_flops(*model, lengths); }
 };
 
@@ -108,7 +125,10 @@ struct Study {
 void prepare(Study& s) {
   const auto tok = tokenization::load_tokenizer(s.o.model_dir);
   s.calib = encode_batches(*tok, s.o.calib_lines, s.o.max_length, s.o.batch_size);
-  s.eval = encode_batches(*tok, s.o.eval_lines, s.o.max_length, s.o.batch_size);
+  // Every measure is a statistic over the set (cosine mean/p5/min, recall@k among the sentences), so the
+  // evaluation runs in batches of like length: about half the padded tokens of the file's order.
+  s.eval = encode_batches(*tok, sort_by_token_count(*tok, s.o.eval_lines, s.o.max_length), s.o.max_length,
+                          s.o.batch_size);
   for (const auto& b : s.eval) {
     const auto l = sequence_lengths(b.attention_mask);
     s.lengths.insert(s.lengths.end(), l.begin(), l.end());
@@ -340,6 +360,8 @@ PtqStudyResult study_ptq(const PtqStudyOptions& o, std::shared_ptr<TaskModel>* c
   prepare(s);
   collect(s);
   if (o.per_quantizer_calibrator) r.per_quantizer_choice = per_quantizer_best(s);
+  const auto group_count = static_cast<int64_t>(groups(s.model->model_config().num_hidden_layers).size());
+  s.evals_planned = 2 * static_cast<int64_t>(s.methods.size()) + group_count + group_count + 2;
   sweep(s, r);
   sensitivity(s, r, s.model->model_config().num_hidden_layers);
   partial(s, r);

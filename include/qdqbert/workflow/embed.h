@@ -36,6 +36,12 @@ struct Embeddings {
 std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tokenizer,
                                         const std::vector<std::string>& lines, int64_t max_length, int64_t batch_size);
 
+/// `lines` in order of their token count after truncation to `max_length` (stable, shortest first), so
+/// that encode_batches pads each batch little. For measurements over a set of sentences whose result does
+/// not depend on their order (cosine statistics, recall@k): the PTQ study evaluates in this order.
+std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tokenizer,
+                                             const std::vector<std::string>& lines, int64_t max_length);
+
 /// Runs `model` (a QDQBertModel or any TaskModel whose output has last_hidden_state) on each batch without
 /// gradients and pools; the rows are padded with `pad_token_id` / zeros to the longest batch.
 Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batches, int64_t pad_token_id,
