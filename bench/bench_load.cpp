@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "peak_rss.h"
 #include "qdqbert/io/checkpoint.h"
 #include "qdqbert/io/safetensors.h"
 
@@ -30,25 +31,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A field of /proc/self/status in KiB (VmRSS: resident now; VmHWM: the peak since start or reset).
-int64_t status_kib(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
-  }
-  return -1;
-}
-
 // The child: resets the peak (clear_refs 5, Linux >= 4.0) so that VmHWM afterwards is the peak of the
 // load alone, then prints "ms added_kib reset_ok".
 int load_only(const std::string& dir, int threads) {
   at::set_num_threads(threads);
-  const int64_t before = status_kib("VmRSS");
-  const bool reset = static_cast<bool>(std::ofstream("/proc/self/clear_refs") << "5");
+  const int64_t before = qdqbert::testing::status_kib("VmRSS");
+  const bool reset = qdqbert::testing::reset_peak_rss();
   const auto t0 = std::chrono::steady_clock::now();
   auto model = io::from_pretrained(dir);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t peak = status_kib("VmHWM");
+  const int64_t peak = qdqbert::testing::status_kib("VmHWM");
   std::printf("%.1f %lld %d\n", ms, static_cast<long long>(peak - before), reset ? 1 : 0);
   return 0;
 }

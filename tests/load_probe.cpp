@@ -10,20 +10,8 @@
 #include <set>
 #include <string>
 
+#include "peak_rss.h"
 #include "qdqbert/io/checkpoint.h"
-
-namespace {
-
-// A field of /proc/self/status in KiB (VmRSS: resident now; VmHWM: the peak since start or reset).
-int64_t status_kib(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
-  }
-  return -1;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -34,10 +22,10 @@ int main(int argc, char** argv) {
     qdqbert::io::PretrainedOptions options;
     options.log_summary = false;
     qdqbert::io::from_pretrained(argv[1], options);
-    const int64_t before = status_kib("VmRSS");
-    const bool reset = static_cast<bool>(std::ofstream("/proc/self/clear_refs") << "5");
+    const int64_t before = qdqbert::testing::status_kib("VmRSS");
+    const bool reset = qdqbert::testing::reset_peak_rss();
     auto model = qdqbert::io::from_pretrained(argv[2], options);
-    const int64_t peak = status_kib("VmHWM");
+    const int64_t peak = qdqbert::testing::status_kib("VmHWM");
     std::set<const void*> seen;  // tied weights once
     int64_t bytes = 0;
     for (const auto& t : model->module().parameters()) {
