@@ -31,8 +31,8 @@ inline float quant_one(float v, float lo, float hi) {
   return std::copysign(r, v);
 }
 
-QDQBERT_CLONES void row_const(const float* __restrict x, float* __restrict out, int64_t n, float s, float d,
-                              float lo, float hi, bool fake) {
+QDQBERT_CLONES void row_const(const float* __restrict x, float* __restrict out, int64_t n, float s, float d, float lo,
+                              float hi, bool fake) {
   if (fake) {
     for (int64_t j = 0; j < n; ++j) out[j] = quant_one(x[j] * s, lo, hi) / d;
   } else {
@@ -40,9 +40,8 @@ QDQBERT_CLONES void row_const(const float* __restrict x, float* __restrict out, 
   }
 }
 
-QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, int64_t n,
-                             const float* __restrict s, const float* __restrict d, float lo, float hi,
-                             bool fake) {
+QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, int64_t n, const float* __restrict s,
+                             const float* __restrict d, float lo, float hi, bool fake) {
   if (fake) {
     for (int64_t j = 0; j < n; ++j) out[j] = quant_one(x[j] * s[j], lo, hi) / d[j];
   } else {
@@ -55,8 +54,8 @@ QDQBERT_CLONES void ste_row_const(const float* __restrict x, const float* __rest
   for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(x[j]) <= amax ? g[j] : 0.f;
 }
 
-QDQBERT_CLONES void ste_row_vary(const float* __restrict x, const float* __restrict g, float* __restrict out,
-                                  int64_t n, const float* __restrict amax) {
+QDQBERT_CLONES void ste_row_vary(const float* __restrict x, const float* __restrict g, float* __restrict out, int64_t n,
+                                 const float* __restrict amax) {
   for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(x[j]) <= amax[j] ? g[j] : 0.f;
 }
 
@@ -75,10 +74,11 @@ QDQBERT_CLONES double learned_range(const float* __restrict x, const float* __re
   return sum;
 }
 
-}  // namespace
-
-void ste_backward(const detail::SteLaunch& p) {
-  const auto& l = p.layout;
+// Splits [0, numel) across threads and each thread's range into runs that stay within one row of the
+// layout: f(i, n, base, pos) for elements [i, i + n), whose scales start at base (+ pos where they vary
+// along the row).
+template <class F>
+void for_each_row_run(const detail::BroadcastLayout& l, F&& f) {
   if (l.numel == 0) return;
   constexpr int64_t kGrain = 1 << 15;
   at::parallel_for(0, l.numel, kGrain, [&](int64_t begin, int64_t end) {
@@ -87,13 +87,20 @@ void ste_backward(const detail::SteLaunch& p) {
       const int64_t row = i / l.inner;
       const int64_t pos = i - row * l.inner;
       const int64_t n = std::min(end - i, l.inner - pos);
-      const int64_t base = detail::row_scale_offset(l, row);
-      if (l.inner_varies) {
-        ste_row_vary(p.x + i, p.grad + i, p.out + i, n, p.amax + base + pos);
-      } else {
-        ste_row_const(p.x + i, p.grad + i, p.out + i, n, p.amax[base]);
-      }
+      f(i, n, detail::row_scale_offset(l, row), pos);
       i += n;
+    }
+  });
+}
+
+}  // namespace
+
+void ste_backward(const detail::SteLaunch& p) {
+  for_each_row_run(p.layout, [&](int64_t i, int64_t n, int64_t base, int64_t pos) {
+    if (p.layout.inner_varies) {
+      ste_row_vary(p.x + i, p.grad + i, p.out + i, n, p.amax + base + pos);
+    } else {
+      ste_row_const(p.x + i, p.grad + i, p.out + i, n, p.amax[base]);
     }
   });
 }
@@ -117,24 +124,12 @@ double learned_backward(const detail::LearnedBackwardLaunch& p) {
 }
 
 void quantize(const detail::QuantLaunch& p) {
-  const auto& l = p.layout;
-  if (l.numel == 0) return;
   const bool fake = p.output == detail::QuantOutput::kFake;
-  constexpr int64_t kGrain = 1 << 15;
-  at::parallel_for(0, l.numel, kGrain, [&](int64_t begin, int64_t end) {
-    int64_t i = begin;
-    while (i < end) {
-      const int64_t row = i / l.inner;
-      const int64_t pos = i - row * l.inner;
-      const int64_t n = std::min(end - i, l.inner - pos);
-      const int64_t base = detail::row_scale_offset(l, row);
-      if (l.inner_varies) {
-        row_vary(p.x + i, p.out + i, n, p.scale + base + pos, p.divisor + base + pos, p.min_bound, p.max_bound,
-                 fake);
-      } else {
-        row_const(p.x + i, p.out + i, n, p.scale[base], p.divisor[base], p.min_bound, p.max_bound, fake);
-      }
-      i += n;
+  for_each_row_run(p.layout, [&](int64_t i, int64_t n, int64_t base, int64_t pos) {
+    if (p.layout.inner_varies) {
+      row_vary(p.x + i, p.out + i, n, p.scale + base + pos, p.divisor + base + pos, p.min_bound, p.max_bound, fake);
+    } else {
+      row_const(p.x + i, p.out + i, n, p.scale[base], p.divisor[base], p.min_bound, p.max_bound, fake);
     }
   });
 }
