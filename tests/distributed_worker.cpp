@@ -34,6 +34,7 @@
 
 using namespace qdqbert;
 namespace dist = qdqbert::distributed;
+namespace qt = qdqbert::testing;
 
 namespace {
 
@@ -209,19 +210,6 @@ int dropout(const Options& o) {
   return 0;
 }
 
-std::vector<ModelInputs> text_batches(int64_t n, int64_t rows, int64_t len, uint64_t seed) {
-  torch::manual_seed(seed);
-  std::vector<ModelInputs> v;
-  for (int64_t i = 0; i < n; ++i) {
-    ModelInputs in;
-    in.input_ids = torch::randint(5, 103, {rows, len}, torch::kLong);
-    in.attention_mask = torch::ones({rows, len}, torch::kLong);
-    in.attention_mask.index_put_({0, torch::indexing::Slice(len / 2, torch::indexing::None)}, 0);
-    v.push_back(in);
-  }
-  return v;
-}
-
 int distill(const Options& o) {
   Config c = qdqbert::testing::tiny_config();
   c.initializer_range = 0.05;
@@ -233,15 +221,15 @@ int distill(const Options& o) {
     return sd;
   }());
   for (auto& [n, q] : named_quantizers(teacher->module())) q->disable();
-  workflow::calibrate(*student, text_batches(2, 4, 12, 99));  // the same batches on every rank: local amax
+  workflow::calibrate(*student, qt::random_text_batches(2, 4, 12, 99));  // the same batches on every rank: local amax
   for (auto& [n, q] : named_quantizers(student->module())) q->set_num_bits(4);
   const int64_t global = o.per_device_batch * dist::world_size();
   workflow::DistillOptions d;
   d.steps = o.steps;
   d.lr = 1e-3;
   d.eval_every = o.steps / 2;
-  const auto r =
-      workflow::distill_qat(*student, *teacher, text_batches(4, global, 12, 5), text_batches(5, 4, 12, 6), d);
+  const auto r = workflow::distill_qat(*student, *teacher, qt::random_text_batches(4, global, 12, 5),
+                                       qt::random_text_batches(5, 4, 12, 6), d);
   write_state(*student, o.out);
   if (dist::is_main()) {
     std::ofstream f(o.out + ".json");

@@ -159,4 +159,19 @@ inline std::vector<ModelInputs> calib_batches(const ModelCase& c) {
   return workflow::read_calibration_batches(c.dir + "/calib.safetensors");
 }
 
+// n batches of `rows` x `len` random token ids (5..102) with the second half of the first row padded, from
+// `seed`: text-like inputs for the tiny models of the workflow tests.
+inline std::vector<ModelInputs> random_text_batches(int64_t n, int64_t rows, int64_t len, uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<ModelInputs> v;
+  for (int64_t i = 0; i < n; ++i) {
+    ModelInputs in;
+    in.input_ids = torch::randint(5, 103, {rows, len}, torch::kLong);
+    in.attention_mask = torch::ones({rows, len}, torch::kLong);
+    in.attention_mask.index_put_({0, torch::indexing::Slice(len / 2, torch::indexing::None)}, 0);
+    v.push_back(in);
+  }
+  return v;
+}
+
 }  // namespace qdqbert::testing

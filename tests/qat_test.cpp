@@ -2,7 +2,6 @@
 // ranges frozen into amax, the distill_qat loop on a tiny model, staged output folders and the SVG charts.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -29,22 +28,9 @@ workflow::Embeddings rows(const at::Tensor& e) {
   return r;
 }
 
-std::vector<ModelInputs> batches(int64_t n, int64_t b, int64_t l, uint64_t seed) {
-  torch::manual_seed(seed);
-  std::vector<ModelInputs> v;
-  for (int64_t i = 0; i < n; ++i) {
-    ModelInputs in;
-    in.input_ids = torch::randint(5, 103, {b, l}, torch::kLong);
-    in.attention_mask = torch::ones({b, l}, torch::kLong);
-    in.attention_mask.index_put_({0, torch::indexing::Slice(l / 2, torch::indexing::None)}, 0);  // some padding
-    v.push_back(in);
-  }
-  return v;
-}
-
 // A tiny FP32 teacher and its max-calibrated QDQ student (same weights).
 std::pair<std::shared_ptr<TaskModel>, std::shared_ptr<TaskModel>> teacher_and_student(int64_t bits = 8,
-                                                                                       uint64_t seed = 7) {
+                                                                                      uint64_t seed = 7) {
   Config c = qt::tiny_config();
   c.initializer_range = 0.05;
   torch::manual_seed(seed);
@@ -56,7 +42,7 @@ std::pair<std::shared_ptr<TaskModel>, std::shared_ptr<TaskModel>> teacher_and_st
     return s;
   }());
   for (auto& [n, q] : named_quantizers(teacher->module())) q->disable();
-  workflow::calibrate(*student, batches(4, 8, 12, 99));
+  workflow::calibrate(*student, qt::random_text_batches(4, 8, 12, 99));
   for (auto& [n, q] : named_quantizers(student->module())) q->set_num_bits(bits);
   teacher->module().eval();
   student->module().eval();
@@ -203,7 +189,7 @@ TEST(Distill, TrainingBringsTheStudentCloserToTheTeacher) {
   // 4-bit, so that the tiny model's PTQ start is clearly off.
   auto models = teacher_and_student(4);
   auto teacher = models.first, student = models.second;
-  const auto train = batches(6, 8, 12, 5), eval = batches(3, 8, 12, 6);
+  const auto train = qt::random_text_batches(6, 8, 12, 5), eval = qt::random_text_batches(3, 8, 12, 6);
   workflow::DistillOptions o;
   o.steps = 24;
   o.lr = 1e-3;
@@ -249,7 +235,8 @@ TEST_P(DistillRanges, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
   o.learn_amax = true;
   o.range_learning = GetParam();
   o.loss = workflow::DistillLoss::kCosineHidden;
-  auto r = workflow::distill_qat(*student, *teacher, batches(4, 8, 12, 5), batches(2, 8, 12, 6), o);
+  auto r = workflow::distill_qat(*student, *teacher, qt::random_text_batches(4, 8, 12, 5),
+                                 qt::random_text_batches(2, 8, 12, 6), o);
   EXPECT_GT(r.learned_amax_quantizers, 0);
   int64_t moved = 0;
   for (auto& [n, q] : named_quantizers(student->module())) {
@@ -265,18 +252,19 @@ TEST_P(DistillRanges, LearnedRangesAreFrozenIntoAmaxAndSaveLikeCalibratedOnes) {
   po.strict = true;
   auto back = io::from_pretrained(dir.string(), po);
   back->module().eval();
-  auto in = batches(1, 4, 12, 8)[0];
+  auto in = qt::random_text_batches(1, 4, 12, 8)[0];
   EXPECT_TRUE(qt::tensors_equal(back->run(in).last_hidden_state, student->run(in).last_hidden_state, "reloaded"));
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(ClipAndLsq, DistillRanges, ::testing::Values(nn::RangeLearning::kClip, nn::RangeLearning::kLsq),
+INSTANTIATE_TEST_SUITE_P(ClipAndLsq, DistillRanges,
+                         ::testing::Values(nn::RangeLearning::kClip, nn::RangeLearning::kLsq),
                          [](const auto& info) { return nn::to_string(info.param); });
 
 TEST(Distill, BadInputsAreNamed) {
   auto models = teacher_and_student();
   auto teacher = models.first, student = models.second;
-  const auto train = batches(2, 4, 8, 5), eval = batches(1, 4, 8, 6);
+  const auto train = qt::random_text_batches(2, 4, 8, 5), eval = qt::random_text_batches(1, 4, 8, 6);
   workflow::DistillOptions o;
   o.steps = 1;
   o.lr = -1;
@@ -378,7 +366,8 @@ TEST(SvgChart, LabelsStayOnTheCanvasAndEveryChartHasAxesAndALegend) {
   p.title = std::string(300, 'q');  // far too long: shortened
   for (int i = 0; i <= 64; ++i) p.edges.push_back(i * 0.5);
   for (int i = 0; i < 64; ++i) p.counts.push_back(i < 8 ? 1e6 : i == 63 ? 3 : 0);
-  p.markers = {{"max", report::palette()[0], 32.0}, {"percentile 99.999", report::palette()[1], 31.9},
+  p.markers = {{"max", report::palette()[0], 32.0},
+               {"percentile 99.999", report::palette()[1], 31.9},
                {"entropy", report::palette()[2], 4.0}};
   h.panels = {p};
   const std::string svg = report::render(h);
