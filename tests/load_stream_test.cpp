@@ -417,7 +417,9 @@ TEST(StreamingLoad, PeakRssIsTheModelPlusOnePieceNotPlusTheFile) {
     }
     const ProbeResult p =
         probe(root / (std::string(layout.name) + "_warmup"), root / (std::string(layout.name) + "_big"));
-    if (!p.reset) GTEST_SKIP() << "/proc/self/clear_refs cannot reset the peak RSS here";
+    // Where /proc/self/clear_refs cannot reset the peak (p.reset false), VmHWM still holds the earlier peaks
+    // (the tiny warm-up load), so peak_added_kib can only over-state the load's own peak: the bound below
+    // stays a valid check, only a stricter one, and no machine skips it.
     // The load holds the model (its float32 tensors, model_kib) and at most one piece of the file
     // (kChunkBytes, the conversion buffer); 4 MiB more covers the allocator's and the kernel's
     // granularity. Reading the file whole, as before, holds the model and the file (or, for fp16, the
