@@ -366,3 +366,24 @@ TEST(QuantizerSelect, QuantConfigRulesMayRestrictByRoleAndLayers) {
   err = parse_error(R"({"layers": "0"})");
   EXPECT_NE(err.find("field 'layers' has the wrong type"), std::string::npos) << err;
 }
+
+// "later rules win" holds for the order in the file, not the keys' sorted order, and survives a write.
+TEST(QuantizerSelect, QuantConfigRulesApplyInFileOrder) {
+  Config c = qt::tiny_config();
+  auto m = create_model("base", c);
+  // Sorted, "." comes before "query"; in the file it comes last and turns everything back on.
+  const auto qc = workflow::QuantConfig::from_json_string(
+      R"({"quantizers": {"query": {"enable": false, "num_bits": 4}, ".": {"enable": true, "num_bits": 6}}})");
+  ASSERT_EQ(qc.rules.size(), 2u);
+  EXPECT_EQ(qc.rules[0].pattern, "query");
+  EXPECT_EQ(qc.rules[1].pattern, ".");
+  const auto again = workflow::QuantConfig::from_json_string(qc.to_json_string());
+  ASSERT_EQ(again.rules.size(), 2u);
+  EXPECT_EQ(again.rules[0].pattern, "query");
+  EXPECT_EQ(again.to_json_string(), qc.to_json_string());
+  again.apply(*m);
+  for (auto& i : nn::list_quantizers(m->module())) {
+    EXPECT_TRUE(i.quantizer->is_enabled()) << i.name;
+    EXPECT_EQ(i.quantizer->num_bits(), 6) << i.name;
+  }
+}

@@ -194,6 +194,20 @@ TEST(UntrustedInput, QuantConfigRegexesRunInLinearTime) {
   fs::remove_all(tmp);
 }
 
+// A rule's fields are refused when the file is read, naming the file, the rule and the field, not at the
+// first forward pass (num_bits 0) or silently truncated (8.5 -> 8).
+TEST(UntrustedInput, QuantConfigRuleValuesAreRefusedWhenRead) {
+  const fs::path tmp = scratch("rulevalues");
+  const fs::path m = copy_model(tmp / "m");
+  write(tmp / "frac.json", R"({"quantizers": {"query": {"num_bits": 8.5}}})");
+  expect_cli_refuses("inspect --model " + m.string() + " --quant-config " + (tmp / "frac.json").string(),
+                     {"frac.json", "rule 'query'", "field 'num_bits' has the wrong type"});
+  write(tmp / "zero.json", R"({"quantizers": {"query": {"num_bits": 0}}})");
+  expect_cli_refuses("inspect --model " + m.string() + " --quant-config " + (tmp / "zero.json").string(),
+                     {"zero.json", "rule 'query'", "num_bits must be in [1, 22], got 0"});
+  fs::remove_all(tmp);
+}
+
 TEST(UntrustedInput, WordPieceCostIsBoundedByTheLongestVocabularyEntry) {
   std::vector<std::string> vocab{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "##a", "aa", "[MASK]"};
   tokenization::BertTokenizerOptions o;

@@ -14,10 +14,6 @@ namespace qdqbert::nn {
 
 namespace {
 
-constexpr QuantizerRole kAllRoles[] = {QuantizerRole::kLinearInput, QuantizerRole::kLinearWeight,
-                                       QuantizerRole::kMatmulInput, QuantizerRole::kResidualAddInput,
-                                       QuantizerRole::kOther};
-
 // i of the first "encoder.layer.<i>." that starts the name or follows a '.'.
 std::optional<int64_t> layer_of(const std::string& name) {
   static const std::string key = "encoder.layer.";
@@ -80,26 +76,10 @@ struct Compiled {
 
 }  // namespace
 
-const char* to_string(QuantizerRole role) {
-  switch (role) {
-    case QuantizerRole::kLinearInput: return "linear_input";
-    case QuantizerRole::kLinearWeight: return "linear_weight";
-    case QuantizerRole::kMatmulInput: return "matmul_input";
-    case QuantizerRole::kResidualAddInput: return "residual_add_input";
-    case QuantizerRole::kOther: return "other";
-  }
-  return "other";
-}
-
 QuantizerRole parse_quantizer_role(const std::string& name) {
-  std::string names;
-  for (QuantizerRole r : kAllRoles) {
-    if (name == to_string(r)) return r;
-    names += names.empty() ? "" : ", ";
-    names += to_string(r);
-  }
-  TORCH_CHECK_VALUE(false, "unknown quantizer role '", name, "' (expected one of ", names, ")");
-  return QuantizerRole::kOther;  // not reached
+  const auto role = find_quantizer_role(name);
+  TORCH_CHECK_VALUE(role.has_value(), "unknown quantizer role '", name, "' (expected one of ", quantizer_role_names(), ")");
+  return *role;
 }
 
 std::vector<QuantizerInfo> list_quantizers(torch::nn::Module& root) {

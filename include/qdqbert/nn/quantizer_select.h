@@ -23,21 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "qdqbert/nn/quantizer_role.h"
 #include "qdqbert/nn/tensor_quantizer.h"
 
 namespace qdqbert::nn {
 
-/// What a quantizer quantizes.
-enum class QuantizerRole {
-  kLinearInput,        ///< the input of a QuantLinear ("linear_input")
-  kLinearWeight,       ///< the weight of a QuantLinear ("linear_weight")
-  kMatmulInput,        ///< an operand of an attention matmul ("matmul_input")
-  kResidualAddInput,   ///< an operand of a residual add ("residual_add_input")
-  kOther,              ///< none of the above ("other")
-};
-
-/// "linear_input", "linear_weight", "matmul_input", "residual_add_input" or "other".
-const char* to_string(QuantizerRole role);
 /// The role named by `to_string`; c10::ValueError listing the names for anything else.
 QuantizerRole parse_quantizer_role(const std::string& name);
 
