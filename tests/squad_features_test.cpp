@@ -16,7 +16,7 @@
 #include "qdqbert/squad/dataset.h"
 #include "qdqbert/squad/features.h"
 #include "test_config.h"
-#include "test_util.h"
+#include "test_paths.h"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include "qdqbert/squad/metrics.h"
 #include "qdqbert/squad/postprocess.h"
 #include "test_config.h"
-#include "test_util.h"
+#include "test_paths.h"
 
 namespace {
 
