@@ -9,6 +9,7 @@
 
 #include "model_bench.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/runtime.h"
 #include "qdqbert/workflow/calibrate.h"
 
 using namespace qdqbert;
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   const int threads = argc > 2 ? std::atoi(argv[2]) : 2;
   at::set_num_threads(threads);
+  retain_freed_memory();  // as qdqbert-cli does (bench_transformers.py does the same for Python)
   torch::manual_seed(0);
   torch::NoGradGuard ng;
   auto model = io::from_pretrained(dir);

@@ -20,6 +20,7 @@
 
 #include "model_bench.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/runtime.h"
 #include "qdqbert/workflow/calibrate.h"
 
 using namespace qdqbert;
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
   }
   const std::string what = argv[1];
   at::set_num_threads(std::atoi(argv[2]));
+  retain_freed_memory();  // as qdqbert-cli does (bench_transformers_train.py does the same for Python)
   const std::vector<int64_t> batches = parse_batches(argc > 3 ? argv[3] : "8,32");
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 3;
   Trainee fp32 = make_trainee(what, false), qat = make_trainee(what, true);

@@ -14,12 +14,15 @@ import time
 import torch
 from transformers import BertConfig, BertForQuestionAnswering
 
+from same_allocator import retain_freed_memory
+
 
 def main():
     what, threads = sys.argv[1], int(sys.argv[2])
     batches = [int(b) for b in (sys.argv[3] if len(sys.argv) > 3 else "8,32").split(",")]
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     torch.set_num_threads(threads)
+    retain_freed_memory()
     torch.manual_seed(0)
     if what == "bert-base":
         model = BertForQuestionAnswering(BertConfig())

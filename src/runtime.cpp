@@ -5,7 +5,11 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
+#include <climits>
 #include <cstdlib>
 #include <mutex>
 
@@ -35,6 +39,17 @@ std::string blas_threading_advice() {
          "update-alternatives --set libopenblas.so.0-x86_64-linux-gnu "
          "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 (or run with one thread). "
          "QDQBERT_NO_BLAS_WARNING=1 silences this.";
+}
+
+bool retain_freed_memory() {
+  const char* off = std::getenv("QDQBERT_RETURN_FREED_MEMORY");
+  if (off != nullptr && std::string(off) != "0") return false;
+#if defined(__GLIBC__)
+  // No block gets its own mapping (M_MMAP_MAX 0), and up to 2 GiB free at the heap's top stays mapped.
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+#else
+  return false;
+#endif
 }
 
 void warn_blas_threading_once() {

@@ -5,7 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <set>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <string>
 
 namespace {
@@ -36,5 +40,26 @@ TEST(Runtime, AdviceOnlyForPthreadsWithSeveralThreads) {
     EXPECT_EQ(advice, "");
   }
 }
+
+#if defined(__GLIBC__)
+// After retain_freed_memory, a freed 64 MiB block stays in the heap for the next allocation instead of
+// being unmapped (glibc maps blocks above its threshold, at most 32 MiB, on their own and unmaps them at
+// free). The setting is process-wide and only changes where memory comes from, so the rest of the suite
+// is unaffected.
+TEST(Runtime, RetainFreedMemoryKeepsLargeBlocksForReuse) {
+  ::setenv("QDQBERT_RETURN_FREED_MEMORY", "1", 1);
+  EXPECT_FALSE(qdqbert::retain_freed_memory());  // the opt-out
+  ::unsetenv("QDQBERT_RETURN_FREED_MEMORY");
+  ASSERT_TRUE(qdqbert::retain_freed_memory());
+  constexpr size_t kBytes = size_t{64} << 20;
+  const size_t mapped_before = mallinfo2().hblkhd;
+  char* p = static_cast<char*>(std::malloc(kBytes));
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, kBytes);
+  EXPECT_EQ(mallinfo2().hblkhd, mapped_before);  // not a mapping of its own
+  std::free(p);
+  EXPECT_GE(mallinfo2().fordblks, kBytes);  // kept free in the heap
+}
+#endif
 
 }  // namespace

@@ -331,6 +331,7 @@ void run(const Args& a) {
 }  // namespace squad_qa
 
 int main(int argc, char** argv) {
+  qdqbert::retain_freed_memory();  // activations are freed and allocated again every step: keep them mapped
   CLI::App app{"squad_qa: SQuAD fine-tuning, calibration (PTQ), QAT, evaluation and prediction with QDQBERT"};
   squad_qa::Args a;
   squad_qa::add_flags(app, a);

@@ -20,6 +20,18 @@ std::string blas_threading();
 /// problem and the fix (OpenBLAS with pthreads while LibTorch uses more than one thread).
 std::string blas_threading_advice();
 
+/// Keeps the memory that LibTorch frees in the process for reuse instead of handing it back to the kernel
+/// (glibc malloc: large blocks come from the heap instead of their own mmap, and the heap's top is not
+/// trimmed). Every forward and backward allocates and frees activations of several MiB. By default glibc
+/// returns such blocks to the kernel at once, so the next call page-faults on each of their 4 KiB pages
+/// again and the kernel zeroes them: measured on all-MiniLM-L6-v2 (seq 128, 2 threads, bench_minilm), this
+/// is about a quarter of the FP32 forward at batch 8 and 32, and more of the fake-quant forward, which
+/// allocates more. The cost: the process keeps its peak heap size until it exits.
+/// Process-wide, so the library never calls it by itself: the apps (qdqbert-cli, squad_qa) and the
+/// benchmarks call it at startup, unless QDQBERT_RETURN_FREED_MEMORY=1 is set. Returns whether the setting
+/// took effect (false with another C library, or when that variable is set).
+bool retain_freed_memory();
+
 /// Issues blas_threading_advice() once per process as a warning (TORCH_WARN) when it is not empty.
 /// The apps (qdqbert-cli, squad_qa) call it once the thread count is set; a C++ application should do the
 /// same at startup (the library's loaders do not warn). Set QDQBERT_NO_BLAS_WARNING=1 to silence it.

@@ -108,6 +108,7 @@ std::shared_ptr<TaskModel> load_model(const std::string& dir, const std::string&
 }  // namespace qdqbert::cli
 
 int main(int argc, char** argv) {
+  qdqbert::retain_freed_memory();  // activations are freed and allocated again every step: keep them mapped
   CLI::App app{"qdqbert-cli — quantization-aware BERT in C++ (QDQBERT + pytorch-quantization workflow)"};
   app.set_version_flag("--version", std::string("qdqbert ") + QDQBERT_VERSION_STRING);
   app.require_subcommand(1);
