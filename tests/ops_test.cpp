@@ -192,6 +192,73 @@ TEST(FakeQuant, PreparedAmaxIsBitIdentical) {
   EXPECT_TRUE(qt::tensors_equal(g.grad(), torch::tensor({0.f, 1.f, 1.f, 1.f, 0.f}), "prepared ste"));
 }
 
+// Bit for bit, signed zeros included (float32 compared as its int32 bit patterns).
+static ::testing::AssertionResult same_bits(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes()) return ::testing::AssertionFailure() << a.sizes() << " vs " << b.sizes();
+  const at::Tensor ai = a.contiguous().view(at::kInt), bi = b.contiguous().view(at::kInt);
+  if (torch::equal(ai, bi)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << (ai != bi).sum().item<int64_t>() << " elements differ";
+}
+
+// The residual add's fused kernel against the two quantizations and the add it replaces.
+TEST(FakeQuant, FusedQuantizeAddIsBitIdenticalToTheUnfusedPath) {
+  using qdqbert::ops::fake_quant_add;
+  using qdqbert::ops::prepare_amax;
+  torch::manual_seed(11);
+  // Large enough for several parallel chunks and a tail that is not a multiple of the vector width.
+  at::Tensor a = torch::randn({3, 129, 385}) * 4, b = torch::randn({3, 129, 385}) * 40;
+  a.index_put_({0, 0, torch::indexing::Slice(0, 4)}, torch::tensor({0.f, -0.f, 1e30f, -1e30f}));
+  struct Case {
+    float amax_a, amax_b;
+    int64_t bits_a, bits_b;
+    bool narrow_a, narrow_b;
+  };
+  const std::vector<Case> cases = {{2.5f, 190.f, 8, 8, true, true},  // outliers clipped on both sides
+                                   {7.f, 3.f, 8, 4, false, true},     // different widths and ranges
+                                   {0.f, 1e-9f, 8, 8, true, false},   // amax <= 2^-24: zeros
+                                   {1e-3f, 1e6f, 16, 2, true, false}};
+  for (const auto& c : cases) {
+    const auto pa = prepare_amax(torch::tensor(c.amax_a), a.device(), c.bits_a, false, c.narrow_a);
+    const auto pb = prepare_amax(torch::tensor(c.amax_b), b.device(), c.bits_b, false, c.narrow_b);
+    const at::Tensor unfused = fake_tensor_quant(a, pa) + fake_tensor_quant(b, pb);
+    EXPECT_TRUE(same_bits(fake_quant_add(a, pa, b, pb), unfused)) << c.amax_a << " " << c.amax_b;
+    // A dense permuted view (one memory order for both) is quantized in place of its order.
+    const at::Tensor at = a.transpose(1, 2), bt = b.transpose(1, 2);
+    EXPECT_TRUE(same_bits(fake_quant_add(at, pa, bt, pb), unfused.transpose(1, 2)));
+    // Different memory orders, a per-channel amax, or double: the unfused path, same numbers.
+    EXPECT_TRUE(same_bits(fake_quant_add(at, pa, bt.contiguous(), pb), unfused.transpose(1, 2)));
+  }
+  const auto pa = prepare_amax(torch::tensor(3.f), a.device());
+  const auto per_channel = prepare_amax(torch::rand({385}) * 5 + 1, b.device());
+  EXPECT_TRUE(same_bits(fake_quant_add(a, pa, b, per_channel), fake_tensor_quant(a, pa) + fake_tensor_quant(b, per_channel)));
+  // Inputs that require grad take the differentiable path: the straight-through gradient reaches both.
+  at::Tensor ga = a.clone().requires_grad_(true), gb = b.clone().requires_grad_(true);
+  const auto pb = prepare_amax(torch::tensor(50.f), b.device());
+  const at::Tensor y = fake_quant_add(ga, pa, gb, pb);
+  EXPECT_TRUE(same_bits(y.detach(), fake_tensor_quant(a, pa) + fake_tensor_quant(b, pb)));
+  y.sum().backward();
+  EXPECT_TRUE(same_bits(ga.grad(), (a.abs() <= 3.f).to(at::kFloat)));
+  EXPECT_TRUE(same_bits(gb.grad(), (b.abs() <= 50.f).to(at::kFloat)));
+  // Bad input is the unfused path's error.
+  EXPECT_NE(qt::error_message([&] { fake_quant_add(a, pa, b.narrow(2, 0, 10), pb); }).find("size"), std::string::npos);
+}
+
+TEST(FakeQuant, SameQuantizationComparesEveryParameter) {
+  using qdqbert::ops::prepare_amax;
+  using qdqbert::ops::same_quantization;
+  const c10::Device cpu(c10::kCPU);
+  const auto p = prepare_amax(torch::tensor(2.5f), cpu);
+  EXPECT_TRUE(same_quantization(p, prepare_amax(torch::tensor(2.5, at::kDouble), cpu)));
+  EXPECT_FALSE(same_quantization(p, prepare_amax(torch::tensor(2.5000002f), cpu)));
+  EXPECT_FALSE(same_quantization(p, prepare_amax(torch::tensor(2.5f), cpu, 7)));
+  EXPECT_FALSE(same_quantization(p, prepare_amax(torch::tensor(2.5f), cpu, 8, true)));
+  EXPECT_FALSE(same_quantization(p, prepare_amax(torch::tensor(2.5f), cpu, 8, false, false)));
+  EXPECT_FALSE(same_quantization(p, prepare_amax(torch::full({1, 4}, 2.5f), cpu)));
+  const auto rows = prepare_amax(torch::tensor({1.f, 2.f}).reshape({2, 1}), cpu);
+  EXPECT_TRUE(same_quantization(rows, prepare_amax(torch::tensor({1.f, 2.f}).reshape({2, 1}), cpu)));
+  EXPECT_FALSE(same_quantization(rows, prepare_amax(torch::tensor({1.f, 3.f}).reshape({2, 1}), cpu)));
+}
+
 TEST(FakeQuant, GradientIsClippedStraightThrough) {
   at::Tensor x = torch::tensor({-3.f, -2.f, -1.f, 0.f, 1.f, 2.f, 3.f}).requires_grad_(true);
   fake_tensor_quant(x, torch::tensor(2.f)).sum().backward();

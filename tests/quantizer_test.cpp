@@ -266,3 +266,81 @@ TEST(QuantLinear, ProcessWideDefaults) {
   EXPECT_EQ(lin->input_quantizer->calibrator()->name(), "HistogramCalibrator");
   EXPECT_EQ(QuantLinear(QuantLinearOptions(2, 2))->input_quantizer->num_bits(), 8);
 }
+
+// forward_consuming: in place only when the caller's handle is the only one and nothing needs the input
+// for autograd; the bits are forward's either way.
+TEST(TensorQuantizer, ForwardConsumingQuantizesInPlaceOnlyWhenNothingElseSeesTheInput) {
+  torch::manual_seed(5);
+  TensorQuantizer q(TensorQuantizerOptions(QuantDescriptor().with_amax(2.f)));
+  const at::Tensor x = torch::randn({4, 33, 17}) * 3;
+  const at::Tensor expected = q->forward(x);
+  auto bits = [](const at::Tensor& t) { return t.contiguous().view(at::kInt); };
+
+  at::Tensor sole = x.clone();
+  const void* memory = sole.data_ptr();
+  const at::Tensor out = q->forward_consuming(std::move(sole));
+  EXPECT_EQ(out.data_ptr(), memory);  // written over the input
+  EXPECT_TRUE(torch::equal(bits(out), bits(expected)));
+
+  // A permuted dense view that owns its storage alone (the attention's heads) keeps its strides.
+  at::Tensor heads = x.clone().permute({0, 2, 1});
+  const at::Tensor heads_out = q->forward_consuming(std::move(heads));
+  EXPECT_TRUE(torch::equal(bits(heads_out), bits(expected.permute({0, 2, 1}))));
+
+  // Another handle on the tensor, or on its storage through a view: left alone.
+  at::Tensor shared = x.clone();
+  const at::Tensor keep = shared;
+  const at::Tensor shared_out = q->forward_consuming(std::move(shared));
+  EXPECT_NE(shared_out.data_ptr(), keep.data_ptr());
+  EXPECT_TRUE(torch::equal(keep, x));
+  at::Tensor base = x.clone();
+  at::Tensor view = base.view({-1});
+  q->forward_consuming(std::move(view));
+  EXPECT_TRUE(torch::equal(base, x));
+
+  // Requires grad: the differentiable path, and the straight-through gradient reaches the input.
+  at::Tensor g = x.clone().requires_grad_(true);
+  at::Tensor leaf = g;
+  const at::Tensor gout = q->forward_consuming(g * 1.0);
+  EXPECT_TRUE(gout.requires_grad());
+  gout.sum().backward();
+  EXPECT_TRUE(torch::equal(leaf.grad(), (x.abs() <= 2.f).to(at::kFloat)));
+
+  // Calibrating, dynamic amax or disabled: forward() itself.
+  TensorQuantizer dynamic{TensorQuantizerOptions(QuantDescriptor{})};
+  at::Tensor d = x.clone();
+  const at::Tensor d_copy = d;
+  EXPECT_TRUE(torch::equal(dynamic->forward_consuming(std::move(d)), dynamic->forward(x)));
+  EXPECT_TRUE(torch::equal(d_copy, x));
+  q->disable();
+  at::Tensor off = x.clone();
+  const void* off_memory = off.data_ptr();
+  const at::Tensor off_out = q->forward_consuming(std::move(off));
+  EXPECT_EQ(off_out.data_ptr(), off_memory);
+  EXPECT_TRUE(torch::equal(off_out, x));
+}
+
+TEST(FakeQuant, InPlaceIsBitIdenticalAndRefusesWhatItCannotDo) {
+  using qdqbert::ops::fake_tensor_quant;
+  using qdqbert::ops::fake_tensor_quant_;
+  using qdqbert::ops::prepare_amax;
+  torch::manual_seed(6);
+  at::Tensor x = torch::randn({5, 70001}) * 4;
+  x.index_put_({0, torch::indexing::Slice(0, 3)}, torch::tensor({-0.f, 1e30f, -1e30f}));
+  for (const float amax : {2.5f, 0.f}) {
+    const auto p = prepare_amax(torch::tensor(amax), x.device(), 8, false, true);
+    at::Tensor y = x.clone();
+    const int64_t version = y._version();
+    fake_tensor_quant_(y, p);
+    EXPECT_TRUE(torch::equal(y.view(at::kInt), fake_tensor_quant(x, p).view(at::kInt))) << amax;
+    EXPECT_GT(y._version(), version);
+  }
+  const auto p = prepare_amax(torch::tensor(2.5f), x.device());
+  at::Tensor d = x.to(at::kDouble), g = x.clone().requires_grad_(true), strided = x.clone().narrow(1, 0, 7);
+  for (at::Tensor* bad : {&d, &g, &strided}) {
+    EXPECT_NE(qt::error_message([&] { fake_tensor_quant_(*bad, p); }).find("fake quant in place"), std::string::npos);
+  }
+  at::Tensor y = x.clone();
+  const auto per_row = prepare_amax(torch::rand({5, 1}) + 1, x.device());
+  EXPECT_NE(qt::error_message([&] { fake_tensor_quant_(y, per_row); }).find("per-tensor amax"), std::string::npos);
+}

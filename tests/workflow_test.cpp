@@ -75,6 +75,47 @@ TEST(Workflow, AllFourCalibratorsProduceAmax) {
   }
 }
 
+// Inference fuses what training keeps apart: q/k/v quantize their shared input once when their input
+// quantizers agree, and each residual add quantizes both inputs and adds in one pass. The outputs must
+// be bit-identical to the unfused path, which runs whenever activations require grad.
+TEST(Workflow, FusedInferencePathsAreBitIdenticalToTraining) {
+  torch::manual_seed(4);
+  for (const std::string method : {"max", "mse"}) {
+    workflow::QuantTrainerOptions o;
+    o.calibrator = method;
+    auto m = tiny(o);
+    workflow::calibrate(*m, {batch(), batch()}, o.calibration());
+    auto self = self_attention(*m, 0);
+    // Calibrated on the same data, the three input quantizers agree, so the shared path is taken.
+    ASSERT_TRUE(torch::equal(self->query->input_quantizer->amax(), self->key->input_quantizer->amax())) << method;
+    ASSERT_TRUE(torch::equal(self->query->input_quantizer->amax(), self->value->input_quantizer->amax())) << method;
+    const ModelInputs in = batch(3, 24);
+    auto compare = [&](const std::string& what) {
+      ModelOutput fused, unfused;
+      {
+        torch::NoGradGuard g;
+        fused = m->run(in);
+      }
+      unfused = m->run(in);  // parameters require grad, so every activation does: the unfused path
+      ASSERT_TRUE(unfused.start_logits.requires_grad()) << what;
+      EXPECT_TRUE(torch::equal(fused.start_logits.view(at::kInt), unfused.start_logits.detach().view(at::kInt)))
+          << method << " " << what;
+      EXPECT_TRUE(torch::equal(fused.end_logits.view(at::kInt), unfused.end_logits.detach().view(at::kInt)))
+          << method << " " << what;
+    };
+    compare("all quantizers");
+    {
+      torch::NoGradGuard g;
+      self->key->input_quantizer->set_amax(self->key->input_quantizer->amax() * 1.5);  // no longer shared
+    }
+    compare("q/k/v inputs disagree");
+    for (auto& [n, q] : named_quantizers(m->module())) {
+      if (n.find("layer.1.output.add_local_input_quantizer") != std::string::npos) q->disable();
+    }
+    compare("one residual input in FP32");
+  }
+}
+
 TEST(Workflow, QuantizersThatSeeNoDataAreNamed) {
   workflow::QuantTrainerOptions o;
   Config c;

@@ -12,6 +12,7 @@
 
 #include "qdqbert/error.h"
 #include "models/init_weights.h"
+#include "qdqbert/ops/fake_quant.h"
 
 namespace qdqbert {
 
@@ -158,8 +159,14 @@ AttentionResult QDQBertSelfAttentionImpl::forward(const at::Tensor& hidden_state
                                                   const at::Tensor& encoder_hidden_states,
                                                   const at::Tensor& encoder_attention_mask,
                                                   const std::vector<at::Tensor>& past, bool output_attentions) {
-  at::Tensor mixed_query = query->forward(hidden_states);
   const bool cross = encoder_hidden_states.defined();
+  // Inference: query, key and value read the same hidden states, so when their input quantizers agree
+  // (they see the same data when calibrated, so they usually do) the input is quantized once.
+  const at::Tensor shared = cross ? at::Tensor() : quantize_shared_input(hidden_states);
+  auto project = [&](nn::QuantLinear& l, const at::Tensor& x) {
+    return shared.defined() ? l->forward_quantized_input(shared) : l->forward(x);
+  };
+  at::Tensor mixed_query = project(query, hidden_states);
   at::Tensor key_layer, value_layer, attention_mask = attention_mask_in;
   if (cross && !past.empty()) {
     key_layer = past[0];
@@ -170,19 +177,28 @@ AttentionResult QDQBertSelfAttentionImpl::forward(const at::Tensor& hidden_state
     value_layer = transpose_for_scores(value->forward(encoder_hidden_states));
     attention_mask = encoder_attention_mask;
   } else if (!past.empty()) {
-    key_layer = torch::cat({past[0], transpose_for_scores(key->forward(hidden_states))}, 2);
-    value_layer = torch::cat({past[1], transpose_for_scores(value->forward(hidden_states))}, 2);
+    key_layer = torch::cat({past[0], transpose_for_scores(project(key, hidden_states))}, 2);
+    value_layer = torch::cat({past[1], transpose_for_scores(project(value, hidden_states))}, 2);
   } else {
-    key_layer = transpose_for_scores(key->forward(hidden_states));
-    value_layer = transpose_for_scores(value->forward(hidden_states));
+    key_layer = transpose_for_scores(project(key, hidden_states));
+    value_layer = transpose_for_scores(project(value, hidden_states));
   }
   at::Tensor query_layer = transpose_for_scores(mixed_query);
+  mixed_query.reset();
   AttentionResult r;
   if (config.is_decoder) r.present = {key_layer, value_layer};
 
-  at::Tensor scores = torch::matmul(matmul_q_input_quantizer->forward(query_layer),
-                                    matmul_k_input_quantizer->forward(key_layer.transpose(-1, -2)));
-  if (config.position_embedding_type != "absolute") {
+  // Activations nobody reads afterwards are handed to their quantizers (forward_consuming), which then
+  // quantize them in place in inference; a tensor that is still referenced (present, output_attentions,
+  // the relative position terms) is left as it is.
+  const bool relative = config.position_embedding_type != "absolute";
+  at::Tensor key_t = key_layer.transpose(-1, -2);
+  if (!relative && !config.is_decoder) key_layer.reset();
+  at::Tensor scores =
+      torch::matmul(relative ? matmul_q_input_quantizer->forward(query_layer)
+                             : matmul_q_input_quantizer->forward_consuming(std::move(query_layer)),
+                    matmul_k_input_quantizer->forward_consuming(std::move(key_t)));
+  if (relative) {
     const int64_t seq = hidden_states.size(1);
     auto opts = torch::dtype(torch::kLong).device(hidden_states.device());
     at::Tensor l = torch::arange(seq, opts).view({-1, 1});
@@ -201,12 +217,24 @@ AttentionResult QDQBertSelfAttentionImpl::forward(const at::Tensor& hidden_state
   at::Tensor probs = torch::softmax(scores, -1);
   probs = dropout->forward(probs);
   if (head_mask.defined()) probs = probs * head_mask;
-  at::Tensor context = torch::matmul(matmul_a_input_quantizer->forward(probs),
-                                     matmul_v_input_quantizer->forward(value_layer));
+  if (output_attentions) r.probs = probs;
+  at::Tensor context = torch::matmul(matmul_a_input_quantizer->forward_consuming(std::move(probs)),
+                                     matmul_v_input_quantizer->forward_consuming(std::move(value_layer)));
   context = context.permute({0, 2, 1, 3}).contiguous();
   r.context = context.view({context.size(0), context.size(1), all_head_size});
-  if (output_attentions) r.probs = probs;
   return r;
+}
+
+at::Tensor QDQBertSelfAttentionImpl::quantize_shared_input(const at::Tensor& x) {
+  if (at::GradMode::is_enabled() && x.requires_grad()) return {};  // training keeps one path per layer
+  const c10::Device dev = x.device();
+  const ops::PreparedAmax* q = query->input_quantizer->static_prepared(dev);
+  const ops::PreparedAmax* k = key->input_quantizer->static_prepared(dev);
+  const ops::PreparedAmax* v = value->input_quantizer->static_prepared(dev);
+  if (q == nullptr || k == nullptr || v == nullptr || !ops::same_quantization(*q, *k) || !ops::same_quantization(*q, *v)) {
+    return {};
+  }
+  return query->input_quantizer->forward(x);
 }
 
 void QDQBertSelfAttentionImpl::prune(const std::vector<int64_t>& heads) {
@@ -238,8 +266,13 @@ void QDQBertResidualOutputImpl::reset() {
   add_residual_input_quantizer = register_module("add_residual_input_quantizer", input_quantizer(config));
 }
 
-at::Tensor QDQBertResidualOutputImpl::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor) {
-  at::Tensor h = dropout->forward(dense->forward(hidden_states));
+at::Tensor QDQBertResidualOutputImpl::forward(at::Tensor hidden_states, const at::Tensor& input_tensor) {
+  at::Tensor h = dropout->forward(dense->forward_consuming(std::move(hidden_states)));
+  // Both inputs quantized with fixed ranges: quantize and add in one pass (bit-identical; inference only,
+  // fake_quant_add falls back to the unfused path where an input requires grad).
+  const ops::PreparedAmax* pl = add_local_input_quantizer->static_prepared(h.device());
+  const ops::PreparedAmax* pr = add_residual_input_quantizer->static_prepared(input_tensor.device());
+  if (pl != nullptr && pr != nullptr) return LayerNorm->forward(ops::fake_quant_add(h, *pl, input_tensor, *pr));
   at::Tensor local = add_local_input_quantizer->forward(h);
   at::Tensor residual = add_residual_input_quantizer->forward(input_tensor);
   return LayerNorm->forward(local + residual);
@@ -259,7 +292,7 @@ AttentionResult QDQBertAttentionImpl::forward(const at::Tensor& hidden_states, c
                                               const std::vector<at::Tensor>& past, bool output_attentions) {
   AttentionResult r = self->forward(hidden_states, attention_mask, head_mask, encoder_hidden_states,
                                     encoder_attention_mask, past, output_attentions);
-  r.context = output->forward(r.context, hidden_states);
+  r.context = output->forward(std::move(r.context), hidden_states);
   return r;
 }
 

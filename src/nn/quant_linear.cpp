@@ -62,7 +62,18 @@ at::Tensor QuantLinearImpl::quantized_weight() {
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
   TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == options.in_features(), "QuantLinear: input of shape ",
                     input.sizes(), " does not end in in_features=", options.in_features());
-  at::Tensor qx = input_quantizer->forward(input);
+  return forward_quantized_input(input_quantizer->forward(input));
+}
+
+at::Tensor QuantLinearImpl::forward_consuming(at::Tensor input) {
+  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == options.in_features(), "QuantLinear: input of shape ",
+                    input.sizes(), " does not end in in_features=", options.in_features());
+  return forward_quantized_input(input_quantizer->forward_consuming(std::move(input)));
+}
+
+at::Tensor QuantLinearImpl::forward_quantized_input(const at::Tensor& qx) {
+  TORCH_CHECK_VALUE(qx.dim() >= 1 && qx.size(-1) == options.in_features(), "QuantLinear: input of shape ",
+                    qx.sizes(), " does not end in in_features=", options.in_features());
   return torch::nn::functional::linear(qx, quantized_weight(), bias);
 }
 

@@ -374,6 +374,23 @@ const ops::PreparedAmax& TensorQuantizerImpl::prepared_amax(c10::Device device) 
   return prepared_;
 }
 
+const ops::PreparedAmax* TensorQuantizerImpl::static_prepared(c10::Device device) {
+  // The conditions of forward()'s first fast path.
+  if (disabled_ || if_calib_ || !if_quant_ || !fake_quant_ || mode_ != FakeQuantMode::kReference || learns_range() ||
+      !amax_.defined()) {
+    return nullptr;
+  }
+  return &prepared_amax(device);
+}
+
+at::Tensor TensorQuantizerImpl::forward_consuming(at::Tensor x) {
+  if (x.defined() && x.use_count() == 1 && x.storage().use_count() == 1) {
+    const ops::PreparedAmax* p = static_prepared(x.device());
+    if (p != nullptr && ops::can_quantize_in_place(x, *p)) return ops::fake_tensor_quant_(x, *p);
+  }
+  return forward(x);
+}
+
 at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
   if (disabled_) return x;
   if (if_calib_) {

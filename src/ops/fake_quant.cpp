@@ -335,6 +335,71 @@ at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p) {
   return quantize_prepared(x, p, detail::QuantOutput::kFake);
 }
 
+bool can_quantize_in_place(const at::Tensor& x, const PreparedAmax& p) {
+  return x.defined() && p.amax.defined() && x.is_cpu() && p.amax.is_cpu() && x.scalar_type() == at::kFloat &&
+         p.scale.numel() == 1 && !(x.requires_grad() && at::GradMode::is_enabled()) &&
+         x.is_non_overlapping_and_dense() && !p.is_unsigned;
+}
+
+at::Tensor& fake_tensor_quant_(at::Tensor& x, const PreparedAmax& p) {
+  TORCH_CHECK_VALUE(can_quantize_in_place(x, p), "qdqbert fake quant in place: needs a dense float32 CPU tensor "
+                    "that does not require grad and a signed per-tensor amax, got ", x.scalar_type(), " on ",
+                    x.device(), " with amax of shape ", p.amax.sizes());
+  detail::QuantLaunch l;
+  l.x = x.data_ptr<float>();
+  l.out = x.data_ptr<float>();
+  l.scale = p.scale.data_ptr<float>();
+  l.divisor = p.divisor.data_ptr<float>();
+  l.min_bound = static_cast<float>(min_bound(p.num_bits, p.is_unsigned, p.narrow_range));
+  l.max_bound = static_cast<float>(max_bound(p.num_bits, p.is_unsigned));
+  l.layout = make_layout({x.numel()}, p.scale);
+  cpu::quantize_inplace(l);
+  if (!x.is_inference()) x.unsafeGetTensorImpl()->bump_version();  // inference tensors have no version
+  return x;
+}
+
+bool same_quantization(const PreparedAmax& a, const PreparedAmax& b) {
+  if (a.num_bits != b.num_bits || a.is_unsigned != b.is_unsigned || a.narrow_range != b.narrow_range ||
+      a.scale.sizes() != b.scale.sizes() || a.scale.device() != b.scale.device()) {
+    return false;
+  }
+  if (a.scale.is_cpu() && a.scale.numel() == 1) {  // the common case, without a dispatch per call
+    return *a.scale.data_ptr<float>() == *b.scale.data_ptr<float>() &&
+           *a.divisor.data_ptr<float>() == *b.divisor.data_ptr<float>();
+  }
+  return at::equal(a.scale, b.scale) && at::equal(a.divisor, b.divisor);
+}
+
+at::Tensor fake_quant_add(const at::Tensor& a, const PreparedAmax& pa, const at::Tensor& b, const PreparedAmax& pb) {
+  const bool needs_grad = at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  const bool fused = !needs_grad && a.is_cpu() && b.is_cpu() && a.scalar_type() == at::kFloat &&
+                     b.scalar_type() == at::kFloat && a.sizes() == b.sizes() && a.strides() == b.strides() &&
+                     a.is_non_overlapping_and_dense() && pa.scale.numel() == 1 && pb.scale.numel() == 1 &&
+                     pa.amax.is_cpu() && pb.amax.is_cpu();
+  if (!fused) return fake_tensor_quant(a, pa) + fake_tensor_quant(b, pb);
+  check_input(a, pa.amax.sizes(), pa.amax.numel());
+  check_input(b, pb.amax.sizes(), pb.amax.numel());
+  check_unsigned_input(a, pa.is_unsigned);
+  check_unsigned_input(b, pb.is_unsigned);
+  at::Tensor out = at::empty_like(a);
+  TORCH_INTERNAL_ASSERT(out.strides() == a.strides(), "qdqbert fake_quant_add: stride mismatch");
+  detail::QuantAddLaunch p;
+  p.a = a.data_ptr<float>();
+  p.b = b.data_ptr<float>();
+  p.out = out.data_ptr<float>();
+  p.numel = a.numel();
+  p.scale_a = *pa.scale.data_ptr<float>();  // float32 on the CPU (prepare_amax)
+  p.divisor_a = *pa.divisor.data_ptr<float>();
+  p.min_a = static_cast<float>(min_bound(pa.num_bits, pa.is_unsigned, pa.narrow_range));
+  p.max_a = static_cast<float>(max_bound(pa.num_bits, pa.is_unsigned));
+  p.scale_b = *pb.scale.data_ptr<float>();
+  p.divisor_b = *pb.divisor.data_ptr<float>();
+  p.min_b = static_cast<float>(min_bound(pb.num_bits, pb.is_unsigned, pb.narrow_range));
+  p.max_b = static_cast<float>(max_bound(pb.num_bits, pb.is_unsigned));
+  cpu::quantize_add(p);
+  return out;
+}
+
 double max_bound(int64_t num_bits, bool is_unsigned) {
   return std::ldexp(1.0, static_cast<int>(num_bits - 1 + (is_unsigned ? 1 : 0))) - 1.0;
 }

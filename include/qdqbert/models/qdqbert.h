@@ -84,6 +84,9 @@ class QDQBertSelfAttentionImpl : public torch::nn::Cloneable<QDQBertSelfAttentio
 
  private:
   at::Tensor transpose_for_scores(const at::Tensor& x) const;
+  /// hidden_states quantized once for query, key and value (inference, their input quantizers agreeing),
+  /// else undefined.
+  at::Tensor quantize_shared_input(const at::Tensor& x);
 };
 TORCH_MODULE(QDQBertSelfAttention);
 
@@ -92,7 +95,8 @@ class QDQBertResidualOutputImpl : public torch::nn::Cloneable<QDQBertResidualOut
  public:
   QDQBertResidualOutputImpl(const Config& config, int64_t in_features);
   void reset() override;
-  at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor);
+  /// `hidden_states` by value: a temporary handed over is quantized in place in inference.
+  at::Tensor forward(at::Tensor hidden_states, const at::Tensor& input_tensor);
   Config config;
   int64_t in_features;
   nn::QuantLinear dense{nullptr};

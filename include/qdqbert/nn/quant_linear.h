@@ -34,6 +34,12 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   /// nn.Linear initialisation: kaiming_uniform(a=sqrt(5)) weight, uniform(±1/sqrt(in)) bias.
   void reset_parameters();
   at::Tensor forward(const at::Tensor& input);
+  /// forward() for an input that its input quantizer has already quantized (one quantized tensor shared
+  /// by several layers that read the same input with the same quantization).
+  at::Tensor forward_quantized_input(const at::Tensor& quantized_input);
+  /// forward() for an input the caller hands over and no longer reads: quantized in place where the
+  /// input quantizer allows (TensorQuantizer::forward_consuming).
+  at::Tensor forward_consuming(at::Tensor input);
   void pretty_print(std::ostream& stream) const override;
 
   /// The weight after its quantizer. In eval mode without autograd the result is cached and reused

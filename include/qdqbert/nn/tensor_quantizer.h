@@ -101,6 +101,10 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 
   void reset() override;
   at::Tensor forward(const at::Tensor& x);
+  /// forward(x) for an activation the caller hands over (std::move) and no longer reads: when nothing else
+  /// can see it (this handle is the only one on its tensor and its storage) and static_prepared applies,
+  /// the result is written over x (ops::fake_tensor_quant_); otherwise it is forward(x). Same bits either way.
+  at::Tensor forward_consuming(at::Tensor x);
   /// One line like the Python repr: "qdqbert::nn::TensorQuantizer(8bit fake per-tensor amax=dynamic ...)".
   void pretty_print(std::ostream& stream) const override;
   /// The Python `extra_repr()` string alone.
@@ -197,6 +201,12 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
     }
   };
   Fingerprint fingerprint() const;
+
+  /// When forward(x) is, in the current state, exactly ops::fake_tensor_quant(x, P) for a fixed P (enabled,
+  /// quantizing, not calibrating, fake quant in the reference mode, a stored amax, no learned range):
+  /// P prepared for `device`; else nullptr. Fused paths use it (a residual add quantizing both inputs in
+  /// one pass, one input shared by several quantizers with the same P) and stay bit-identical to forward.
+  const ops::PreparedAmax* static_prepared(c10::Device device);
 
   const TensorQuantizerOptions& options() const { return options_; }
 

@@ -53,6 +53,24 @@ PreparedAmax prepare_amax(const at::Tensor& amax, c10::Device device, int64_t nu
 /// the amax. Differentiable (same straight-through estimator) when x requires grad.
 at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p);
 
+/// fake_tensor_quant(x, p) written over x (returns x; its version counter is bumped): for an activation
+/// nothing else reads, it saves the output buffer and a third of the memory traffic. Bit-identical to
+/// fake_tensor_quant. Requires a float32 CPU tensor that does not require grad (with grad mode on), with
+/// a per-tensor amax and a dense memory order; `can_quantize_in_place` says whether it applies.
+at::Tensor& fake_tensor_quant_(at::Tensor& x, const PreparedAmax& p);
+bool can_quantize_in_place(const at::Tensor& x, const PreparedAmax& p);
+
+/// True when a and b quantize every input identically: the same bit width, signedness, range and scale
+/// and divisor values (so one quantized tensor may serve several quantizers).
+bool same_quantization(const PreparedAmax& a, const PreparedAmax& b);
+
+/// fake_tensor_quant(a, pa) + fake_tensor_quant(b, pb): the residual add of a quantized model in one pass
+/// over memory instead of three, bit-identical to the two calls and the add. For inference: when a or b
+/// requires grad (with grad mode on) it takes the unfused, differentiable path. The fused kernel runs on
+/// the CPU for float32 inputs of one shape and one dense memory order with per-tensor amax; anything else
+/// takes the unfused path too.
+at::Tensor fake_quant_add(const at::Tensor& a, const PreparedAmax& pa, const at::Tensor& b, const PreparedAmax& pb);
+
 /// fake_tensor_quant with a trainable per-tensor amax (learned step size, Esser et al. 2020, "LSQ"): the
 /// forward is bit-identical to fake_tensor_quant(x, amax.detach(), ...); the backward gives x the same
 /// straight-through gradient, and `amax` (0-d or one element) the derivative of the output itself,

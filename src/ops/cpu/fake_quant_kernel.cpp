@@ -40,6 +40,11 @@ QDQBERT_CLONES void row_const(const float* __restrict x, float* __restrict out, 
   }
 }
 
+// In place (out == x): the same arithmetic as row_const, without the no-alias promise.
+QDQBERT_CLONES void row_const_inplace(float* x, int64_t n, float s, float d, float lo, float hi) {
+  for (int64_t j = 0; j < n; ++j) x[j] = quant_one(x[j] * s, lo, hi) / d;
+}
+
 QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, int64_t n, const float* __restrict s,
                              const float* __restrict d, float lo, float hi, bool fake) {
   if (fake) {
@@ -47,6 +52,13 @@ QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, i
   } else {
     for (int64_t j = 0; j < n; ++j) out[j] = quant_one(x[j] * s[j], lo, hi);
   }
+}
+
+QDQBERT_CLONES void row_add(const float* __restrict a, const float* __restrict b, float* __restrict out, int64_t n,
+                            const detail::QuantAddLaunch& p) {
+  const float sa = p.scale_a, da = p.divisor_a, la = p.min_a, ha = p.max_a;
+  const float sb = p.scale_b, db = p.divisor_b, lb = p.min_b, hb = p.max_b;
+  for (int64_t j = 0; j < n; ++j) out[j] = quant_one(a[j] * sa, la, ha) / da + quant_one(b[j] * sb, lb, hb) / db;
 }
 
 QDQBERT_CLONES void ste_row_const(const float* __restrict x, const float* __restrict g, float* __restrict out,
@@ -121,6 +133,19 @@ double learned_backward(const detail::LearnedBackwardLaunch& p) {
   double sum = 0;
   for (double v : partial) sum += v;
   return sum;
+}
+
+void quantize_add(const detail::QuantAddLaunch& p) {
+  constexpr int64_t kGrain = 1 << 15;
+  at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
+    row_add(p.a + begin, p.b + begin, p.out + begin, end - begin, p);
+  });
+}
+
+void quantize_inplace(const detail::QuantLaunch& p) {
+  for_each_row_run(p.layout, [&](int64_t i, int64_t n, int64_t base, int64_t) {
+    row_const_inplace(p.out + i, n, p.scale[base], p.divisor[base], p.min_bound, p.max_bound);
+  });
 }
 
 void quantize(const detail::QuantLaunch& p) {
