@@ -306,7 +306,9 @@ TEST(MiniLM, QatDistillationImprovesOnThePtqStart) {
       << text_of(tmp / "calib.log");
   const std::string qat = "qat --model " + t + "/calibrated --teacher " + qt::minilm_dir() + " --train-text " + t +
                           "/text/calib.txt --train-lines 480 --eval-text " + t + "/text/eval.txt --eval-lines 64 " +
-                          "--steps 30 --batch-size 16 --lr 1e-4 --eval-every 15 --output " + t + "/qat";
+                          "--steps 30 --batch-size 16 --lr 1e-4 --eval-every 15 --output " + t + "/qat" +
+                          // the recipe of docs/qat-minilm (tools/minilm-path.sh): LSQ ranges, hidden-state loss
+                          " --learn-amax --range-learning lsq --amax-lr 3e-2 --loss cosine+hidden";
   ASSERT_EQ(run_cli(qat, tmp / "qat.log"), 0) << text_of(tmp / "qat.log");
   const std::string log = text_of(tmp / "qat.log");
   EXPECT_NE(log.find("qat eval at step 15: cosine mean"), std::string::npos) << log;
@@ -316,9 +318,14 @@ TEST(MiniLM, QatDistillationImprovesOnThePtqStart) {
   }
   const auto report = qt::read_json(t + "/qat/report.json");
   const double before = report["before"]["cosine_mean"].get<double>(), after = report["after"]["cosine_mean"].get<double>();
-  // Measured: 0.853 -> 0.878 (max calibration, 30 steps of 16 lines).
-  EXPECT_GT(after - before, 0.015) << "cosine mean " << before << " -> " << after;
-  EXPECT_GT(report["after"]["cosine_p5"].get<double>(), report["before"]["cosine_p5"].get<double>());
+  std::printf("[ measured ] cosine mean %.4f -> %.4f, p5 %.4f -> %.4f, recall@10 %.3f -> %.3f\n", before, after,
+              report["before"]["cosine_p5"].get<double>(), report["after"]["cosine_p5"].get<double>(),
+              report["before"]["recall_at_k"].get<double>(), report["after"]["recall_at_k"].get<double>());
+  // Measured with the LSQ recipe (max calibration, 30 steps of 16 lines, 2 threads): mean 0.850 -> 0.921,
+  // p5 0.800 -> 0.886, recall@10 0.648 -> 0.756 (the fixed-range recipe gained 0.025 in the mean). The
+  // bounds keep about half of each gain, for other CPUs' last-bit differences over 30 steps.
+  EXPECT_GT(after - before, 0.035) << "cosine mean " << before << " -> " << after;
+  EXPECT_GT(report["after"]["cosine_p5"].get<double>() - report["before"]["cosine_p5"].get<double>(), 0.04);
   EXPECT_GT(report["after"]["recall_at_k"].get<double>(), report["before"]["recall_at_k"].get<double>());
   EXPECT_EQ(report["evals"].size(), 3u);
   EXPECT_DOUBLE_EQ(report["gemm_flops"]["int8_share"].get<double>(), 1.0);
