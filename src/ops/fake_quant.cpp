@@ -335,6 +335,18 @@ at::Tensor fake_tensor_quant(const at::Tensor& x, const PreparedAmax& p) {
   return quantize_prepared(x, p, detail::QuantOutput::kFake);
 }
 
+namespace {
+// A per-tensor PreparedAmax on the CPU as the kernels take it.
+detail::ScalarQuant scalar_quant(const PreparedAmax& p) {
+  detail::ScalarQuant q;
+  q.scale = *p.scale.data_ptr<float>();  // float32, one element (prepare_amax)
+  q.divisor = *p.divisor.data_ptr<float>();
+  q.min_bound = static_cast<float>(min_bound(p.num_bits, p.is_unsigned, p.narrow_range));
+  q.max_bound = static_cast<float>(max_bound(p.num_bits, p.is_unsigned));
+  return q;
+}
+}  // namespace
+
 bool can_quantize_in_place(const at::Tensor& x, const PreparedAmax& p) {
   return x.defined() && p.amax.defined() && x.is_cpu() && p.amax.is_cpu() && x.scalar_type() == at::kFloat &&
          p.scale.numel() == 1 && !(x.requires_grad() && at::GradMode::is_enabled()) &&
@@ -388,14 +400,8 @@ at::Tensor fake_quant_add(const at::Tensor& a, const PreparedAmax& pa, const at:
   p.b = b.data_ptr<float>();
   p.out = out.data_ptr<float>();
   p.numel = a.numel();
-  p.scale_a = *pa.scale.data_ptr<float>();  // float32 on the CPU (prepare_amax)
-  p.divisor_a = *pa.divisor.data_ptr<float>();
-  p.min_a = static_cast<float>(min_bound(pa.num_bits, pa.is_unsigned, pa.narrow_range));
-  p.max_a = static_cast<float>(max_bound(pa.num_bits, pa.is_unsigned));
-  p.scale_b = *pb.scale.data_ptr<float>();
-  p.divisor_b = *pb.divisor.data_ptr<float>();
-  p.min_b = static_cast<float>(min_bound(pb.num_bits, pb.is_unsigned, pb.narrow_range));
-  p.max_b = static_cast<float>(max_bound(pb.num_bits, pb.is_unsigned));
+  p.qa = scalar_quant(pa);
+  p.qb = scalar_quant(pb);
   cpu::quantize_add(p);
   return out;
 }

@@ -57,15 +57,18 @@ struct LearnedBackwardLaunch {
   float amax = 0.f, scale = 0.f, min_bound = 0.f, max_bound = 0.f;
 };
 
-/// out = fake(a) + fake(b) over `numel` floats, each side with one scale (the residual add of a quantized
-/// model in one pass).
+/// One per-tensor fake quantization: clamp(round(x * scale), min_bound, max_bound) / divisor.
+struct ScalarQuant {
+  float scale = 0.f, divisor = 1.f, min_bound = 0.f, max_bound = 0.f;
+};
+
+/// out = fake(a) + fake(b) over `numel` floats (the residual add of a quantized model in one pass).
 struct QuantAddLaunch {
   const float* a = nullptr;
   const float* b = nullptr;
   float* out = nullptr;
   int64_t numel = 0;
-  float scale_a = 0.f, divisor_a = 1.f, min_a = 0.f, max_a = 0.f;
-  float scale_b = 0.f, divisor_b = 1.f, min_b = 0.f, max_b = 0.f;
+  ScalarQuant qa, qb;
 };
 
 /// First scale index of row `row`.

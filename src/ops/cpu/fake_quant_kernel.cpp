@@ -56,8 +56,8 @@ QDQBERT_CLONES void row_vary(const float* __restrict x, float* __restrict out, i
 
 QDQBERT_CLONES void row_add(const float* __restrict a, const float* __restrict b, float* __restrict out, int64_t n,
                             const detail::QuantAddLaunch& p) {
-  const float sa = p.scale_a, da = p.divisor_a, la = p.min_a, ha = p.max_a;
-  const float sb = p.scale_b, db = p.divisor_b, lb = p.min_b, hb = p.max_b;
+  const float sa = p.qa.scale, da = p.qa.divisor, la = p.qa.min_bound, ha = p.qa.max_bound;
+  const float sb = p.qb.scale, db = p.qb.divisor, lb = p.qb.min_bound, hb = p.qb.max_bound;
   for (int64_t j = 0; j < n; ++j) out[j] = quant_one(a[j] * sa, la, ha) / da + quant_one(b[j] * sb, lb, hb) / db;
 }
 
