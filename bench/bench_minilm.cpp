@@ -1,7 +1,9 @@
 // all-MiniLM-L6-v2 at seq 128, batch 1, 8 and 32, same thread count everywhere, one run: our FP32
 // forward, our fake-quant forward (every quantizer, max-calibrated), ONNX Runtime on the exported int8
 // Q/DQ graph, and Python transformers FP32 (bench_transformers.py, when a Python with transformers is given).
-// usage: bench_minilm MODEL_DIR [THREADS] [PYTHON_WITH_TRANSFORMERS | none]
+// usage: bench_minilm MODEL_DIR [THREADS] [PYTHON_WITH_TRANSFORMERS | none | fp32]
+//   none: our two forwards only; fp32: our FP32 forward alone, one model in the process as on the Python
+//   side (compare_minilm.sh takes FP32 / transformers from this and fake-quant / FP32 from `none`).
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -16,7 +18,7 @@ using namespace qdqbert;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_minilm MODEL_DIR [THREADS] [PYTHON | none]\n");
+    std::fprintf(stderr, "usage: bench_minilm MODEL_DIR [THREADS] [PYTHON | none | fp32]\n");
     return 2;
   }
   const std::string dir = argv[1];
@@ -25,6 +27,16 @@ int main(int argc, char** argv) {
   retain_freed_memory();  // as qdqbert-cli does (bench_transformers.py does the same for Python)
   torch::manual_seed(0);
   torch::NoGradGuard ng;
+  if (argc > 3 && std::string(argv[3]) == "fp32") {
+    auto alone = io::from_pretrained(dir);
+    bench::set_quantizers(*alone, false);
+    std::printf("all-MiniLM-L6-v2 FP32 alone, seq 128, %d threads\n%-6s %10s\n", threads, "batch", "FP32 ms");
+    for (int64_t b : {1, 8, 32}) {
+      const double ms = bench::median_ms(*alone, bench::random_batch(b, 128), b == 1 ? 21 : b == 8 ? 9 : 5);
+      std::printf("%-6lld %10.1f\n", static_cast<long long>(b), ms);
+    }
+    return 0;
+  }
   auto model = io::from_pretrained(dir);
   std::vector<ModelInputs> calib = {bench::random_batch(8, 128), bench::random_batch(8, 128)};
   workflow::calibrate(*model, calib);

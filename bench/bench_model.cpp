@@ -1,6 +1,7 @@
-// bert-base-sized QDQBertForQuestionAnswering (random init), seq 128, batch 1 and 8: forward latency
-// with quantizers max-calibrated vs disabled (same run, same thread count), plus checkpoint load time
-// and peak RSS vs file size (measured in a child process).
+// bert-base-sized QDQBertForQuestionAnswering (random init), seq 128, batch 1, 8 and 32: forward latency
+// with quantizers max-calibrated vs disabled (same run, same thread count, interleaved rounds), then ONNX
+// Runtime on the exported graphs and checkpoint load time and peak RSS vs file size (in a child process).
+// usage: bench_model [THREADS] [BENCH_ONNX_PY | none]   (none: the forwards only)
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -10,6 +11,7 @@
 
 #include "model_bench.h"
 #include "qdqbert/io/checkpoint.h"
+#include "qdqbert/runtime.h"
 #include "qdqbert/workflow/calibrate.h"
 
 using namespace qdqbert;
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   }
   int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   at::set_num_threads(threads);
+  retain_freed_memory();  // as qdqbert-cli does
   torch::manual_seed(0);
   torch::NoGradGuard no_grad;
   Config config;  // bert-base
@@ -44,11 +47,13 @@ int main(int argc, char** argv) {
   workflow::calibrate(*model, {bench::random_batch(2, 128)}, co);
   std::printf("bert-base QA, seq 128, %d LibTorch threads (OpenBLAS)\n", at::get_num_threads());
   std::printf("%-6s %14s %14s %8s\n", "batch", "fake-quant ms", "disabled ms", "ratio");
-  for (int64_t b : {1, 8}) {
+  for (int64_t b : {1, 8, 32}) {
     const auto t = bench::interleaved_medians(*fp32, *model, bench::random_batch(b, 128), b == 1 ? 7 : 3);
     std::printf("%-6lld %14.1f %14.1f %7.2fx\n", static_cast<long long>(b), t.quant_ms, t.fp32_ms,
                 t.quant_ms / t.fp32_ms);
   }
+  std::fflush(stdout);
+  if (argc > 2 && std::string(argv[2]) == "none") return 0;  // the forwards only
   // ONNX Runtime on the same model: int8 Q/DQ graph vs the graph exported without Q/DQ (bench_onnx.py).
   fp32.reset();
   const std::string here = std::filesystem::path(__FILE__).parent_path().string();

@@ -1,7 +1,15 @@
 // Tokenizer throughput: BertTokenizer (basic tokenization + WordPiece, offsets included) on ~4 MB of
 // generated English-like text, single thread. Prints tokens per second and MB per second.
 // Usage: bench_tokenizer [vocab.txt] [--benchmark_* flags]; without a vocab.txt a synthetic one is used.
+//        bench_tokenizer --compare MODEL_DIR TEXT_FILE IDS_OUT [ROUNDS]: the checkpoint's own tokenizer on
+//        every line of TEXT_FILE (no special tokens, no truncation), median seconds of ROUNDS passes, one
+//        thread; writes the ids (one line of space-separated ids per text line) for bench/tokenizer_hf.py,
+//        which times HF tokenizers on the same lines and checks that the ids are identical.
 #include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
 
 #include <cstdio>
 #include <random>
@@ -9,6 +17,7 @@
 #include <vector>
 
 #include "qdqbert/tokenization/bert_tokenizer.h"
+#include "qdqbert/tokenization/tokenizer.h"
 
 namespace tok = qdqbert::tokenization;
 
@@ -87,7 +96,43 @@ BENCHMARK(BM_BertTokenize)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace
 
+int compare(const std::string& model, const std::string& text_file, const std::string& ids_out, int rounds) {
+  const auto t = tok::load_tokenizer(model);
+  std::ifstream in(text_file);
+  if (!in) {
+    std::fprintf(stderr, "bench_tokenizer: cannot read %s\n", text_file.c_str());
+    return 1;
+  }
+  std::vector<std::string> lines;
+  size_t bytes = 0;
+  for (std::string line; std::getline(in, line);) {
+    bytes += line.size();
+    lines.push_back(std::move(line));
+  }
+  std::vector<std::vector<int64_t>> ids(lines.size());
+  std::vector<double> seconds;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < lines.size(); ++i) ids[i] = t->tokenize_with_offsets(lines[i]).ids;
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  int64_t tokens = 0;
+  std::ofstream out(ids_out);
+  for (const auto& v : ids) {
+    tokens += static_cast<int64_t>(v.size());
+    for (size_t j = 0; j < v.size(); ++j) out << (j ? " " : "") << v[j];
+    out << "\n";
+  }
+  std::printf("qdqbert %zu lines %.2f MB %lld tokens median %.4f s\n", lines.size(), bytes / 1e6,
+              static_cast<long long>(tokens), seconds[seconds.size() / 2]);
+  return out ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 5 && std::string(argv[1]) == "--compare") {
+    return compare(argv[2], argv[3], argv[4], argc > 5 ? std::max(1, std::atoi(argv[5])) : 5);
+  }
   benchmark::Initialize(&argc, argv);
   if (argc > 1) g_vocab_path = argv[1];
   std::printf("corpus: %.1f MB of generated text, vocab: %s\n", static_cast<double>(corpus().size()) / (1 << 20),

@@ -37,6 +37,19 @@ struct ForwardMedians {
 
 /// Two models with the same weights, one with every quantizer disabled: one warm-up forward each, then
 /// `rounds` rounds of (fp32, quant), so drift in the machine's load hits both alike; the median of each.
+/// Median forward time of `m` over `rounds` runs after one warm-up run.
+inline double median_ms(TaskModel& m, const ModelInputs& in, int rounds) {
+  m.run(in);
+  std::vector<double> t;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    m.run(in);
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 /// Two models rather than one toggled: toggling a quantizer invalidates QuantLinear's fake-quantized
 /// weight cache, and the fake-quant time would then include re-quantizing every weight each round.
 /// `sync` runs after each forward inside the timed region (a device synchronize for GPU models).
