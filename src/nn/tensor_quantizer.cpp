@@ -384,7 +384,7 @@ const ops::PreparedAmax* TensorQuantizerImpl::static_prepared(c10::Device device
 }
 
 at::Tensor TensorQuantizerImpl::forward_consuming(at::Tensor x) {
-  if (x.defined() && x.use_count() == 1 && x.storage().use_count() == 1) {
+  if (x.defined() && x.has_storage() && x.use_count() == 1 && x.storage().use_count() == 1) {
     const ops::PreparedAmax* p = static_prepared(x.device());
     if (p != nullptr && ops::can_quantize_in_place(x, *p)) return ops::fake_tensor_quant_(x, *p);
   }
