@@ -73,11 +73,6 @@ double step_ms(Trainee& t, const ModelInputs& in) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 std::vector<int64_t> parse_batches(const std::string& s) {
   std::vector<int64_t> out;
   std::stringstream ss(s);
@@ -121,11 +116,11 @@ int main(int argc, char** argv) {
       if (run_fp32) tf.push_back(step_ms(fp32, in));
       if (run_qat) tq.push_back(step_ms(qat, in));
     }
-    auto ms = [](const std::vector<double>& v) { return v.empty() ? std::string("-") : std::to_string(median(v)); };
+    auto ms = [](const std::vector<double>& v) { return v.empty() ? std::string("-") : std::to_string(bench::median(v)); };
     std::printf("batch %lld %s %s\n", static_cast<long long>(b), ms(tf).c_str(), ms(tq).c_str());
     if (run_fp32 && run_qat) {
-      std::printf("# %-5lld %10.1f %10.1f %7.2fx\n", static_cast<long long>(b), median(tf), median(tq),
-                  median(tq) / median(tf));
+      std::printf("# %-5lld %10.1f %10.1f %7.2fx\n", static_cast<long long>(b), bench::median(tf), bench::median(tq),
+                  bench::median(tq) / bench::median(tf));
     }
     std::fflush(stdout);
   }

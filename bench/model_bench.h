@@ -35,42 +35,40 @@ struct ForwardMedians {
   double fp32_ms = 0, quant_ms = 0;
 };
 
-/// Two models with the same weights, one with every quantizer disabled: one warm-up forward each, then
-/// `rounds` rounds of (fp32, quant), so drift in the machine's load hits both alike; the median of each.
-/// Median forward time of `m` over `rounds` runs after one warm-up run.
-inline double median_ms(TaskModel& m, const ModelInputs& in, int rounds) {
-  m.run(in);
-  std::vector<double> t;
-  for (int r = 0; r < rounds; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    m.run(in);
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
+inline double median(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
 
+/// Milliseconds of one forward of `m`; `sync` runs inside the timed region (a device synchronize for GPU models).
+inline double forward_ms(TaskModel& m, const ModelInputs& in, const std::function<void()>& sync = {}) {
+  const auto t0 = std::chrono::steady_clock::now();
+  m.run(in);
+  if (sync) sync();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Median forward time of `m` over `rounds` runs after one warm-up run.
+inline double median_ms(TaskModel& m, const ModelInputs& in, int rounds) {
+  m.run(in);
+  std::vector<double> t;
+  for (int r = 0; r < rounds; ++r) t.push_back(forward_ms(m, in));
+  return median(t);
+}
+
+/// Two models with the same weights, one with every quantizer disabled: one warm-up forward each, then
+/// `rounds` rounds of (fp32, quant), so drift in the machine's load hits both alike; the median of each.
 /// Two models rather than one toggled: toggling a quantizer invalidates QuantLinear's fake-quantized
 /// weight cache, and the fake-quant time would then include re-quantizing every weight each round.
 /// `sync` runs after each forward inside the timed region (a device synchronize for GPU models).
 inline ForwardMedians interleaved_medians(TaskModel& fp32, TaskModel& quant, const ModelInputs& in, int rounds,
                                           const std::function<void()>& sync = {}) {
-  auto run_ms = [&](TaskModel& m) {
-    const auto t0 = std::chrono::steady_clock::now();
-    m.run(in);
-    if (sync) sync();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  };
-  auto median = [](std::vector<double> t) {
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
   std::vector<double> t_fp32, t_quant;
   fp32.run(in);
   quant.run(in);
   for (int r = 0; r < rounds; ++r) {
-    t_fp32.push_back(run_ms(fp32));
-    t_quant.push_back(run_ms(quant));
+    t_fp32.push_back(forward_ms(fp32, in, sync));
+    t_quant.push_back(forward_ms(quant, in, sync));
   }
   return {median(t_fp32), median(t_quant)};
 }

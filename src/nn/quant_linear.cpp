@@ -59,21 +59,23 @@ at::Tensor QuantLinearImpl::quantized_weight() {
   return cached_weight_;
 }
 
-at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
+void QuantLinearImpl::check_input(const at::Tensor& input) const {
   TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == options.in_features(), "QuantLinear: input of shape ",
                     input.sizes(), " does not end in in_features=", options.in_features());
-  return forward_quantized_input(input_quantizer->forward(input));
+}
+
+at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
+  check_input(input);  // before the quantizer sees it
+  return torch::nn::functional::linear(input_quantizer->forward(input), quantized_weight(), bias);
 }
 
 at::Tensor QuantLinearImpl::forward_consuming(at::Tensor input) {
-  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == options.in_features(), "QuantLinear: input of shape ",
-                    input.sizes(), " does not end in in_features=", options.in_features());
-  return forward_quantized_input(input_quantizer->forward_consuming(std::move(input)));
+  check_input(input);
+  return torch::nn::functional::linear(input_quantizer->forward_consuming(std::move(input)), quantized_weight(), bias);
 }
 
 at::Tensor QuantLinearImpl::forward_quantized_input(const at::Tensor& qx) {
-  TORCH_CHECK_VALUE(qx.dim() >= 1 && qx.size(-1) == options.in_features(), "QuantLinear: input of shape ",
-                    qx.sizes(), " does not end in in_features=", options.in_features());
+  check_input(qx);
   return torch::nn::functional::linear(qx, quantized_weight(), bias);
 }
 

@@ -357,15 +357,7 @@ at::Tensor& fake_tensor_quant_(at::Tensor& x, const PreparedAmax& p) {
   TORCH_CHECK_VALUE(can_quantize_in_place(x, p), "qdqbert fake quant in place: needs a dense float32 CPU tensor "
                     "that does not require grad and a signed per-tensor amax, got ", x.scalar_type(), " on ",
                     x.device(), " with amax of shape ", p.amax.sizes());
-  detail::QuantLaunch l;
-  l.x = x.data_ptr<float>();
-  l.out = x.data_ptr<float>();
-  l.scale = p.scale.data_ptr<float>();
-  l.divisor = p.divisor.data_ptr<float>();
-  l.min_bound = static_cast<float>(min_bound(p.num_bits, p.is_unsigned, p.narrow_range));
-  l.max_bound = static_cast<float>(max_bound(p.num_bits, p.is_unsigned));
-  l.layout = make_layout({x.numel()}, p.scale);
-  cpu::quantize_inplace(l);
+  cpu::quantize_inplace(x.data_ptr<float>(), x.numel(), scalar_quant(p));
   if (!x.is_inference()) x.unsafeGetTensorImpl()->bump_version();  // inference tensors have no version
   return x;
 }

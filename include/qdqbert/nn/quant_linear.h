@@ -57,6 +57,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   TensorQuantizer weight_quantizer{nullptr};  ///< registered as "_weight_quantizer"
 
  private:
+  /// The input ends in in_features (the error names the shape).
+  void check_input(const at::Tensor& input) const;
   QuantDescriptor desc_input_, desc_weight_;
   at::Tensor cached_weight_;
   const void* cached_ptr_ = nullptr;

@@ -41,7 +41,8 @@ QDQBERT_CLONES void row_const(const float* __restrict x, float* __restrict out, 
 }
 
 // In place (out == x): the same arithmetic as row_const, without the no-alias promise.
-QDQBERT_CLONES void row_const_inplace(float* x, int64_t n, float s, float d, float lo, float hi) {
+QDQBERT_CLONES void row_const_inplace(float* x, int64_t n, const detail::ScalarQuant& q) {
+  const float s = q.scale, d = q.divisor, lo = q.min_bound, hi = q.max_bound;
   for (int64_t j = 0; j < n; ++j) x[j] = quant_one(x[j] * s, lo, hi) / d;
 }
 
@@ -86,14 +87,19 @@ QDQBERT_CLONES double learned_range(const float* __restrict x, const float* __re
   return sum;
 }
 
-// Splits [0, numel) across threads and each thread's range into runs that stay within one row of the
+// [0, numel) split across threads: f(begin, end) for each thread's range.
+template <class F>
+void for_each_range(int64_t numel, F&& f) {
+  constexpr int64_t kGrain = 1 << 15;
+  if (numel > 0) at::parallel_for(0, numel, kGrain, f);
+}
+
+// Splits each thread's range (for_each_range) into runs that stay within one row of the
 // layout: f(i, n, base, pos) for elements [i, i + n), whose scales start at base (+ pos where they vary
 // along the row).
 template <class F>
 void for_each_row_run(const detail::BroadcastLayout& l, F&& f) {
-  if (l.numel == 0) return;
-  constexpr int64_t kGrain = 1 << 15;
-  at::parallel_for(0, l.numel, kGrain, [&](int64_t begin, int64_t end) {
+  for_each_range(l.numel, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     while (i < end) {
       const int64_t row = i / l.inner;
@@ -136,16 +142,13 @@ double learned_backward(const detail::LearnedBackwardLaunch& p) {
 }
 
 void quantize_add(const detail::QuantAddLaunch& p) {
-  constexpr int64_t kGrain = 1 << 15;
-  at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
+  for_each_range(p.numel, [&](int64_t begin, int64_t end) {
     row_add(p.a + begin, p.b + begin, p.out + begin, end - begin, p);
   });
 }
 
-void quantize_inplace(const detail::QuantLaunch& p) {
-  for_each_row_run(p.layout, [&](int64_t i, int64_t n, int64_t base, int64_t) {
-    row_const_inplace(p.out + i, n, p.scale[base], p.divisor[base], p.min_bound, p.max_bound);
-  });
+void quantize_inplace(float* x, int64_t numel, const detail::ScalarQuant& q) {
+  for_each_range(numel, [&](int64_t begin, int64_t end) { row_const_inplace(x + begin, end - begin, q); });
 }
 
 void quantize(const detail::QuantLaunch& p) {

@@ -4,9 +4,8 @@
 namespace qdqbert::ops::cpu {
 /// Runs the fake/integer quantization over `p.layout.numel` floats, parallel over row chunks.
 void quantize(const detail::QuantLaunch& p);
-/// Fake quantization in place (p.out == p.x), for a layout whose scale is constant along each row
-/// (per tensor, or per channel on an outer axis).
-void quantize_inplace(const detail::QuantLaunch& p);
+/// Per-tensor fake quantization of `numel` floats in place, parallel over element ranges.
+void quantize_inplace(float* x, int64_t numel, const detail::ScalarQuant& q);
 /// out = fake(a) + fake(b), parallel over element ranges; bit-identical to two quantize() calls and an add.
 void quantize_add(const detail::QuantAddLaunch& p);
 /// out = |x| <= amax ? grad : 0 (the straight-through estimator's gradient), parallel over row chunks.
