@@ -55,7 +55,7 @@ std::string py_float_repr(double v) {
 void QuantDescriptor::validate() const {
   // The range the fake-quant kernels support: refused here, where the descriptor is read, instead of at
   // the first forward pass, where neither the file nor the quantizer would be named.
-  const int64_t min_bits = is_unsigned ? kMinUnsignedBits : kMinSignedBits;
+  const int64_t min_bits = min_num_bits(is_unsigned);
   QDQBERT_CHECK(num_bits >= min_bits && num_bits <= kMaxBits, "QuantDescriptor: num_bits must be in [", min_bits,
                 ", ", kMaxBits, "] for ", is_unsigned ? "unsigned" : "signed", " quantization, got ", num_bits);
   QDQBERT_CHECK(calib_method == "max" || calib_method == "histogram" || calib_method == "none",

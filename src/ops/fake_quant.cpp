@@ -23,7 +23,7 @@ namespace {
 constexpr float kTinyAmax = 1.0f / (1 << 24);
 
 void check_num_bits(int64_t num_bits, bool is_unsigned) {
-  const int64_t min_bits = is_unsigned ? nn::kMinUnsignedBits : nn::kMinSignedBits;
+  const int64_t min_bits = nn::min_num_bits(is_unsigned);
   TORCH_CHECK_VALUE(num_bits >= min_bits && num_bits <= nn::kMaxBits, "qdqbert fake quant: num_bits must be in [",
                     min_bits, ", ", nn::kMaxBits, "], got ", num_bits);
 }

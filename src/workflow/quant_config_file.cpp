@@ -96,7 +96,7 @@ QuantizerRule parse_rule(const std::string& src, const std::string& pattern, con
   if (rule.num_bits) {
     // The kernels' range, checked here rather than at the first forward pass. Whether the quantizer is
     // signed is only known when the rule meets it, unless the rule says so itself.
-    const int64_t lo = rule.is_unsigned.value_or(true) ? nn::kMinUnsignedBits : nn::kMinSignedBits;
+    const int64_t lo = nn::min_num_bits(rule.is_unsigned.value_or(true));
     QDQBERT_CHECK(*rule.num_bits >= lo && *rule.num_bits <= nn::kMaxBits, read.where(), ": num_bits must be in [", lo,
                   ", ", nn::kMaxBits, "], got ", *rule.num_bits);
   }

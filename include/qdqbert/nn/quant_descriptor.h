@@ -15,6 +15,8 @@ namespace qdqbert::nn {
 /// The bit widths the fake-quant kernels support: [2, 22] signed, [1, 22] unsigned. Descriptors are
 /// checked against them when they are read, the kernels when they run.
 constexpr int64_t kMinSignedBits = 2, kMinUnsignedBits = 1, kMaxBits = 22;
+/// The fewest bits the kernels quantize to: 1 unsigned (levels 0 and 1), 2 signed (-1, 0, 1).
+constexpr int64_t min_num_bits(bool is_unsigned) { return is_unsigned ? kMinUnsignedBits : kMinSignedBits; }
 
 /// How a tensor is quantized. Field names follow the Python keyword arguments; `unsigned` is
 /// `is_unsigned` here because `unsigned` is a C++ keyword (the JSON key stays "unsigned").
