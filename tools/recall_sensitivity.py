@@ -32,16 +32,22 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def neighbours(e, k):
+def similarities(e):
+    """Cosine similarities between the unit rows of e, each row's own at -inf."""
     s = e @ e.T
     np.fill_diagonal(s, -np.inf)
-    top = np.argpartition(-s, k, axis=1)[:, :k]
-    return top, np.argmax(s, axis=1)
+    return s
 
 
-def fidelity(a, b, k):
-    """cosine mean, recall@k, top-1 unchanged of unit embeddings b against a."""
-    na, ta = neighbours(a, k)
+def neighbours(e, k):
+    s = similarities(e)
+    return np.argpartition(-s, k, axis=1)[:, :k], np.argmax(s, axis=1)
+
+
+def fidelity(a, b, k, reference=None):
+    """cosine mean, recall@k, top-1 unchanged of unit embeddings b against a; `reference` = neighbours(a, k)
+    when the caller compares several b against one a."""
+    na, ta = reference if reference is not None else neighbours(a, k)
     nb, tb = neighbours(b, k)
     recall = np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(na, nb)])
     return float(np.mean(np.sum(a * b, axis=1))), float(recall), float(np.mean(ta == tb))
@@ -62,9 +68,7 @@ def scaled_to_cosine(a, d, target):
 
 
 def boundary_gap(a, k):
-    s = a @ a.T
-    np.fill_diagonal(s, -np.inf)
-    s = -np.sort(-s, axis=1)
+    s = -np.sort(-similarities(a), axis=1)
     gap = s[:, k - 1] - s[:, k]
     return float(np.median(gap)), float(np.percentile(gap, 10))
 
@@ -82,11 +86,12 @@ def analyse(a, b, k, seed):
     a, b = unit(a.astype(np.float64)), unit(b.astype(np.float64))
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(a.shape)
-    rows = [("measured", *fidelity(a, b, k))]
+    ref = neighbours(a, k)
+    rows = [("measured", *fidelity(a, b, k, ref))]
     for c in COSINES:
-        rows.append((f"measured error, scaled to cosine {c}", *fidelity(a, scaled_to_cosine(a, b - a, c), k)))
+        rows.append((f"measured error, scaled to cosine {c}", *fidelity(a, scaled_to_cosine(a, b - a, c), k, ref)))
     for c in (0.99,) + COSINES:
-        rows.append((f"isotropic noise at cosine {c}", *fidelity(a, scaled_to_cosine(a, noise, c), k)))
+        rows.append((f"isotropic noise at cosine {c}", *fidelity(a, scaled_to_cosine(a, noise, c), k, ref)))
     median_gap, p10_gap = boundary_gap(a, k)
     return {"k": k, "sentences": a.shape[0], "rows": [dict(zip(("error", "cosine_mean", "recall", "top1"), r)) for r in rows],
             "gap_median": median_gap, "gap_p10": p10_gap, "alignment": alignment(a, b - a),
