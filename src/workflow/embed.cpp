@@ -36,16 +36,21 @@ at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
 }
 
 std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
-                                             int64_t max_length) {
+                                             int64_t max_length, int64_t group) {
   TORCH_CHECK_VALUE(max_length > 2, "encode: max_length must be > 2, got ", max_length);
+  TORCH_CHECK_VALUE(group >= 0, "encode: the sorting group must be >= 0 lines, got ", group);
   tokenization::EncodeOptions eo;
   eo.truncation = tokenization::Truncation::LongestFirst;
   eo.max_length = max_length;
   const auto enc = tok.encode_batch(lines, {}, eo);
   std::vector<size_t> order(lines.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return enc[a].input_ids.size() < enc[b].input_ids.size(); });
+  const size_t step = group > 0 ? static_cast<size_t>(group) : std::max<size_t>(1, order.size());
+  for (size_t begin = 0; begin < order.size(); begin += step) {
+    const auto first = order.begin() + static_cast<std::ptrdiff_t>(begin);
+    std::stable_sort(first, first + static_cast<std::ptrdiff_t>(std::min(step, order.size() - begin)),
+                     [&](size_t a, size_t b) { return enc[a].input_ids.size() < enc[b].input_ids.size(); });
+  }
   std::vector<std::string> sorted;
   sorted.reserve(lines.size());
   for (size_t i : order) sorted.push_back(lines[i]);

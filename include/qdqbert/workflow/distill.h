@@ -72,6 +72,9 @@ struct DistillResult {
 /// `eval_batches` against the teacher's embeddings. Both must give last_hidden_state and agree in
 /// hidden size, layers and vocabulary size. Learned ranges are frozen into `_amax` at the end, so the
 /// student saves, loads and exports like a calibrated model. The student is left in eval mode.
+/// The training batches are used as given, in a seeded new order each epoch; `qdqbert-cli qat` builds them
+/// from the shuffled lines with `sort_by_token_count(tokenizer, lines, max_length, 8 * batch_size)` and
+/// `encode_batches`, so that each batch is padded little (embed.h).
 DistillResult distill_qat(TaskModel& student, TaskModel& teacher, const std::vector<ModelInputs>& train_batches,
                           const std::vector<ModelInputs>& eval_batches, const DistillOptions& options);
 

@@ -39,8 +39,12 @@ std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tokenizer
 /// `lines` in order of their token count after truncation to `max_length` (stable, shortest first), so
 /// that encode_batches pads each batch little. For measurements over a set of sentences whose result does
 /// not depend on their order (cosine statistics, recall@k): the PTQ study evaluates in this order.
+/// `group` > 0 sorts each run of `group` consecutive lines on its own (the last run may be shorter) — for
+/// training on shuffled lines: batches of like length that still mix the text (rare kinds of line, e.g.
+/// ASCII art, spread over the groups instead of filling a few batches of their own).
 std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tokenizer,
-                                             const std::vector<std::string>& lines, int64_t max_length);
+                                             const std::vector<std::string>& lines, int64_t max_length,
+                                             int64_t group = 0);
 
 /// Runs `model` (a QDQBertModel or any TaskModel whose output has last_hidden_state) on each batch without
 /// gradients and pools; the rows are padded with `pad_token_id` / zeros to the longest batch.
