@@ -64,14 +64,17 @@ void QuantLinearImpl::check_input(const at::Tensor& input) const {
                     input.sizes(), " does not end in in_features=", options.in_features());
 }
 
+// forward and forward_consuming check the input before the quantizer sees it (so that a wrong shape is
+// named as QuantLinear's, not as a quantizer's), then go through forward_quantized_input, whose second check
+// of the same shape costs two integer comparisons.
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
-  check_input(input);  // before the quantizer sees it
-  return torch::nn::functional::linear(input_quantizer->forward(input), quantized_weight(), bias);
+  check_input(input);
+  return forward_quantized_input(input_quantizer->forward(input));
 }
 
 at::Tensor QuantLinearImpl::forward_consuming(at::Tensor input) {
   check_input(input);
-  return torch::nn::functional::linear(input_quantizer->forward_consuming(std::move(input)), quantized_weight(), bias);
+  return forward_quantized_input(input_quantizer->forward_consuming(std::move(input)));
 }
 
 at::Tensor QuantLinearImpl::forward_quantized_input(const at::Tensor& qx) {
