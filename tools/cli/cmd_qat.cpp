@@ -205,7 +205,7 @@ Register reg({"qat", "Quantization-aware training by distillation from the FP32 
                     ->check(non_negative_number());
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")->check(int_range(3, 512));
                 app.add_option("--batching", a->batching,
-                               "length: batches of lines of like token count, in shuffled order (little padding); "
+                               "length (default): batches of lines of like token count, in shuffled order (little padding); "
                                "shuffled: batches of the shuffled lines as they come")
                     ->check(CLI::IsMember({"length", "shuffled"}));
                 app.add_flag("--learn-amax", a->learn_amax,
