@@ -1,7 +1,7 @@
 // What `qat --batching length` buys: one epoch of distillation QAT (workflow::distill_qat, the recipe of
 // docs/qat-minilm: cosine+hidden loss, LSQ ranges) over the same shuffled lines, once in batches of the
-// shuffled lines as they come (`--batching shuffled`) and once in batches of like length (each run of 8
-// batches' worth sorted by token count, as qat does). Both start from the same max-calibrated student, and
+// shuffled lines as they come (`--batching shuffled`) and once in batches of like length (each run of
+// workflow::kLengthGroupBatches batches' worth sorted by token count, as qat does). Both start from the same max-calibrated student, and
 // the two run in alternating order over the rounds, so drift in the machine's load hits both alike; medians.
 // Prints the padded / real token ratio of each batching, seconds per step, and the ratio.
 //
@@ -32,15 +32,6 @@ namespace {
 
 constexpr int64_t kMaxLength = 128;
 
-std::shared_ptr<TaskModel> load(const std::string& dir) {
-  io::PretrainedOptions po;
-  po.task = "base";
-  po.log_summary = false;
-  po.quant_desc_input = nn::QuantDescriptor();  // QDQBERT's defaults: per-tensor inputs, per-row weights
-  po.quant_desc_weight = nn::quant_desc_8bit_linear_weight_per_row();
-  return io::from_pretrained(dir, po);
-}
-
 double padded_over_real(const std::vector<ModelInputs>& batches) {
   double padded = 0, real = 0;
   for (const auto& b : batches) {
@@ -53,7 +44,7 @@ double padded_over_real(const std::vector<ModelInputs>& batches) {
 // Seconds per step of one epoch over `batches`, from a fresh copy of the calibrated student.
 double seconds_per_step(const std::string& student_dir, TaskModel& teacher, const std::vector<ModelInputs>& batches,
                         const std::vector<ModelInputs>& eval) {
-  auto student = load(student_dir);
+  auto student = bench::from_pretrained_qdq(student_dir, "base");
   workflow::DistillOptions o;
   o.epochs = 1;
   o.lr = 1e-4;
@@ -92,7 +83,9 @@ int main(int argc, char** argv) {
     }
     const auto shuffled = workflow::encode_batches(*tok, lines, kMaxLength, batch);
     const auto grouped = workflow::encode_batches(
-        *tok, workflow::sort_by_token_count(*tok, lines, kMaxLength, 8 * batch), kMaxLength, batch);
+        *tok, workflow::sort_by_token_count(*tok, lines, kMaxLength, workflow::kLengthGroupBatches * batch),
+        kMaxLength, batch);
+    const double pad_shuffled = padded_over_real(shuffled), pad_length = padded_over_real(grouped);
     const auto eval = workflow::encode_batches(*tok, {lines.begin(), lines.begin() + batch}, kMaxLength, batch);
 
     // The student: max-calibrated on the first shuffled batches, saved once so that every run starts alike.
@@ -100,19 +93,18 @@ int main(int argc, char** argv) {
                                      ("qdqbert_bench_qat_batching_" + std::to_string(::getpid())))
                                         .string();
     {
-      auto student = load(model_dir);
+      auto student = bench::from_pretrained_qdq(model_dir, "base");
       workflow::CalibrationOptions co;
       workflow::calibrate(*student, {shuffled.begin(), shuffled.begin() + std::min<size_t>(4, shuffled.size())}, co);
       io::save_pretrained(*student, student_dir);
     }
-    auto teacher = load(model_dir);
+    auto teacher = bench::from_pretrained_qdq(model_dir, "base");
     bench::set_quantizers(*teacher, false);
     for (auto& p : teacher->module().parameters()) p.set_requires_grad(false);
 
     std::printf("%zu lines of %s, batch %lld, %d threads: %zu batches each\n", lines.size(), text.c_str(),
                 static_cast<long long>(batch), threads, shuffled.size());
-    std::printf("padded / real tokens: shuffled %.3f, length %.3f\n", padded_over_real(shuffled),
-                padded_over_real(grouped));
+    std::printf("padded / real tokens: shuffled %.3f, length %.3f\n", pad_shuffled, pad_length);
     std::vector<double> t_shuffled, t_length;
     for (int r = 0; r < rounds; ++r) {
       const bool length_first = r % 2 == 1;
@@ -128,7 +120,7 @@ int main(int argc, char** argv) {
     const double a = bench::median(t_shuffled), b = bench::median(t_length);
     std::printf("\n| batching | padded / real tokens | s/step (median of %d) |\n|---|---|---|\n", rounds);
     std::printf("| shuffled (as they come) | %.3f | %.3f |\n| length (qat's default) | %.3f | %.3f |\n",
-                padded_over_real(shuffled), a, padded_over_real(grouped), b);
+                pad_shuffled, a, pad_length, b);
     std::printf("length is %.2fx as fast per step\n", a / b);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", argv[0], e.what());

@@ -36,13 +36,7 @@ namespace {
 std::shared_ptr<TaskModel> make_model(const std::string& what) {
   torch::manual_seed(0);
   if (what == "bert-base") return create_model("question-answering", Config());
-  io::PretrainedOptions po;
-  po.task = "question-answering";
-  po.log_summary = false;
-  // Pretrained checkpoints carry no quantizers: the defaults of QDQBERT (per-tensor inputs, per-row weights).
-  po.quant_desc_input = nn::QuantDescriptor();
-  po.quant_desc_weight = nn::quant_desc_8bit_linear_weight_per_row();
-  return io::from_pretrained(what, po);  // the new QA head's weights come from the seed above
+  return bench::from_pretrained_qdq(what, "question-answering");  // the new QA head's weights: the seed above
 }
 
 struct Trainee {

@@ -13,10 +13,22 @@
 #include <string>
 #include <vector>
 
+#include "qdqbert/io/checkpoint.h"
 #include "qdqbert/models/qdqbert.h"
 #include "qdqbert/onnx/export.h"
 
 namespace qdqbert::bench {
+
+/// A pretrained checkpoint under `task`'s model class, quietly. Pretrained checkpoints carry no quantizers:
+/// they get the defaults of QDQBERT (per-tensor inputs, per-row weights).
+inline std::shared_ptr<TaskModel> from_pretrained_qdq(const std::string& dir, const std::string& task) {
+  io::PretrainedOptions po;
+  po.task = task;
+  po.log_summary = false;
+  po.quant_desc_input = nn::QuantDescriptor();
+  po.quant_desc_weight = nn::quant_desc_8bit_linear_weight_per_row();
+  return io::from_pretrained(dir, po);
+}
 
 /// Token ids drawn from [1000, 30000), full attention, segment 0.
 inline ModelInputs random_batch(int64_t batch, int64_t seq) {

@@ -111,12 +111,14 @@ void run(const QatArgs& a) {
     for (int64_t i : workflow::permutation(static_cast<int64_t>(train.size()), rng)) shuffled.push_back(train[static_cast<size_t>(i)]);
     train.swap(shuffled);
   }
-  // Batches of like length: each run of 8 batches' worth of the shuffled lines sorted by token count (equal
-  // counts stay shuffled). On short text of mixed length, batches of the shuffled lines as they come are
-  // mostly padding: 2.55x the real tokens on the fortunes of docs/qat-minilm, 1.22x so. distill_qat
-  // shuffles the order of the batches each epoch.
+  // Batches of like length: each run of kLengthGroupBatches batches' worth of the shuffled lines sorted by
+  // token count (equal counts stay shuffled). On short text of mixed length, batches of the shuffled lines as
+  // they come are mostly padding. distill_qat shuffles the order of the batches each epoch.
   const int64_t world = distributed::world_size();
-  if (a.batching == "length") train = workflow::sort_by_token_count(*tok, train, a.max_length, 8 * a.batch_size * world);
+  if (a.batching == "length") {
+    train = workflow::sort_by_token_count(*tok, train, a.max_length,
+                                          workflow::kLengthGroupBatches * a.batch_size * world);
+  }
   auto train_batches = workflow::encode_batches(*tok, train, a.max_length, a.batch_size * world);  // global batches
   if (world > 1 && train_batches.size() > 1 && train_batches.back().input_ids.size(0) < world) {
     train_batches.pop_back();  // too few lines to give each process one
