@@ -2,7 +2,7 @@
 # Every benchmark in one go, one table of ratios, each measured in this run (baseline and subject in the
 # same process or alternating processes, same thread count): fake quant against a copy and torch's op,
 # forwards (ours FP32 vs transformers, fake-quant vs FP32, ONNX Runtime int8 vs FP32) on all-MiniLM-L6-v2 and
-# bert-base, the training step, distillation QAT in batches of like length vs as they come, checkpoint
+# bert-base, the training step, distillation QAT and embed in batches of like length vs as they come, checkpoint
 # loading, and the tokenizer against HF tokenizers (identical ids checked). The raw outputs stay in OUT_DIR.
 # Benchmarks measure; ctest checks behaviour.
 # usage: bench/report.sh BUILD_DIR MINILM_DIR PYTHON_WITH_TRANSFORMERS [THREADS] [OUT_DIR]
@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 mkdir -p "$OUT"
 for b in bench/bench_fake_quant bench/bench_minilm bench/bench_model bench/bench_train_step bench/bench_load \
-         bench/bench_qat_batching bench_tokenizer; do
+         bench/bench_batching bench_tokenizer; do
   [ -x "$BUILD/$b" ] || { echo "report: $BUILD/$b is not built (ninja -C $BUILD)" >&2; exit 1; }
 done
 step() { echo "report: $1" >&2; }
@@ -42,12 +42,12 @@ if [ -d /usr/share/games/fortunes ]; then
   cat "$OUT/text/calib.txt" "$OUT/text/eval.txt" > "$OUT/text/all.txt"
   "$BUILD/bench_tokenizer" --compare "$MODEL" "$OUT/text/all.txt" "$OUT/tokenizer_ids.txt" 5 > "$OUT/tokenizer.txt"
   "$PY" "$HERE/tokenizer_hf.py" "$MODEL" "$OUT/text/all.txt" "$OUT/tokenizer_ids.txt" 5 >> "$OUT/tokenizer.txt"
-  step "distillation QAT, one epoch of 1024 fortunes: batches as they come vs qat's batches of like length"
-  "$BUILD/bench/bench_qat_batching" "$MODEL" "$OUT/text/calib.txt" "$THREADS" 1024 2 > "$OUT/qat_batching.txt" \
-    2> "$OUT/qat_batching.err"
+  step "distillation QAT (one epoch) and embed of 1024 fortunes: batches as they come vs of like length"
+  "$BUILD/bench/bench_batching" "$MODEL" "$OUT/text/calib.txt" "$THREADS" 1024 2 > "$OUT/batching.txt" \
+    2> "$OUT/batching.err"
 else
   echo "(tokenizer skipped: apt-get install fortunes)" > "$OUT/tokenizer.txt"
-  echo "(qat batching skipped: apt-get install fortunes)" > "$OUT/qat_batching.txt"
+  echo "(batching skipped: apt-get install fortunes)" > "$OUT/batching.txt"
 fi
 
 python3 - "$OUT" "$THREADS" <<'PY'
@@ -113,13 +113,26 @@ if tq and th and "identical" in " ".join(th[0]):
     a, b = float(tq[0][tq[0].index("median") + 1]), float(th[0][th[0].index("median") + 1])
     row(f"tokenizer, {tq[0][1]} lines, 1 thread: qdqbert / HF tokenizers (ids identical)", f"{a * 1000:.0f} vs {b * 1000:.0f} ms", a / b)
 
-# distillation QAT batching: "| shuffled (as they come) | padded/real | s/step |", "| length (...) | ... |"
-qb = {l.split("|")[1].split()[0]: [float(x) for x in l.split("|")[2:4]] for l in lines("qat_batching.txt")
-      if l.startswith("| shuffled") or l.startswith("| length")}
-if {"shuffled", "length"} <= qb.keys():
+# batching: "| shuffled (as they come) | padded/real | s/step |", "| length (...) | ... |" for qat, then
+# "| embed input (...) | padded/real | s |", "| embed length (...) | ... |" for embed
+def table(*kinds):
+    t = {}
+    for l in lines("batching.txt"):
+        cells = l.split("|")
+        for k in kinds:
+            if l.startswith("| " + k + " "):
+                t[k] = [float(x) for x in cells[2:4]]
+    return t if len(t) == len(kinds) else None
+qb = table("shuffled", "length")
+if qb:
     (ps, ts), (pl, tl) = qb["shuffled"], qb["length"]
     row("MiniLM distillation QAT b32, 1024 fortunes: s/step, batches of like length / as they come",
         f"{tl:.3f} vs {ts:.3f} s (padded / real tokens {pl:.2f} vs {ps:.2f})", tl / ts)
+eb = table("embed input", "embed length")
+if eb:
+    (pi, ti), (pl, tl) = eb["embed input"], eb["embed length"]
+    row("MiniLM embed (fake quant) b32, 1024 fortunes: s, batches of like length / of consecutive lines",
+        f"{tl:.2f} vs {ti:.2f} s (padded / real tokens {pl:.2f} vs {pi:.2f})", tl / ti)
 
 print(f"qdqbert benchmark report ({threads} threads; ratio < 1: the first is faster or smaller)\n")
 print("| measurement | times | ratio |")

@@ -53,6 +53,19 @@ TEST(CliHardening, SizeFlagsAreCappedWithOurMessage) {
   fs::remove_all(tmp);
 }
 
+// A flag with a fixed set of values refuses any other with the flag, the value and the choices.
+TEST(CliHardening, ChoiceFlagsNameTheChoices) {
+  const std::string model = qt::data_path("model/masked_lm_calib_max/model");
+  const fs::path tmp = scratch("choices");
+  std::ofstream(tmp / "t.txt") << "a line\n";
+  const std::string out = (tmp / "o.safetensors").string();
+  const std::string args =
+      "embed --model " + model + " --text-file " + (tmp / "t.txt").string() + " --output " + out + " --batching sorted";
+  expect_refused(qt::run_command(qt::cli_binary() + " " + args), {"--batching", "sorted", "length", "input"}, args);
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove_all(tmp);
+}
+
 TEST(CliHardening, AnOutputThatIsAnInputIsRefusedAndTheInputKept) {
   const fs::path tmp = scratch("inout");
   // Inputs copied into the scratch folder, so that a failure of this test can never damage tests/data.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -204,6 +205,45 @@ TEST(MiniLM, EmbedCliMatchesTransformers) {
                              "last_hidden_state"));
   EXPECT_TRUE(qt::rows_close(got["sentence_embedding"], g["sentence_embedding"], {}, rtol, "sentence_embedding"));
   std::filesystem::remove(out);
+}
+
+// embed's batches of like length (the default; `embed --batching length`): the same rows, in the order of
+// the text, as batches of consecutive lines, within float32 rounding (only the batches differ).
+TEST(MiniLM, EmbedInBatchesOfLikeLengthKeepsTheOrderOfTheText) {
+  ASSERT_TRUE(qt::minilm_available());
+  auto model = io::from_pretrained(qt::minilm_dir());
+  for (auto& [n, q] : named_quantizers(model->module())) q->disable();
+  auto tok = tokenization::BertTokenizer::from_pretrained(qt::minilm_dir());
+  const auto lines = workflow::read_text_lines(qt::data_path("minilm/sentences.txt"));
+  at::set_num_threads(2);
+  workflow::EmbedOptions o;
+  o.batch_size = 16;
+  o.length_sorted = false;
+  const auto consecutive = workflow::embed(*model, tok, lines, o);
+  o.length_sorted = true;
+  const auto sorted = workflow::embed(*model, tok, lines, o);
+  EXPECT_TRUE(torch::equal(sorted.input_ids, consecutive.input_ids));
+  EXPECT_TRUE(torch::equal(sorted.attention_mask, consecutive.attention_mask));
+  const double rtol = qt::float32_encoder_rtol(model->model_config());
+  EXPECT_TRUE(qt::rows_close(sorted.last_hidden_state, consecutive.last_hidden_state, consecutive.attention_mask, rtol,
+                             "last_hidden_state"));
+  EXPECT_TRUE(qt::rows_close(sorted.sentence_embedding, consecutive.sentence_embedding, {}, rtol, "sentence_embedding"));
+  // The order it ran in: every line once, token counts never falling, ties in the order of the text, and
+  // not the order of the text itself (else the rows above were never moved).
+  const auto order = workflow::token_count_order(tok, lines, o.max_length);
+  ASSERT_EQ(order.size(), lines.size());
+  std::vector<size_t> seen(order);
+  std::sort(seen.begin(), seen.end());
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], i);
+  const at::Tensor count = consecutive.attention_mask.sum(1);
+  bool moved = false;
+  for (size_t i = 0; i + 1 < order.size(); ++i) {
+    const auto a = count[static_cast<int64_t>(order[i])].item<int64_t>(), b = count[static_cast<int64_t>(order[i + 1])].item<int64_t>();
+    EXPECT_TRUE(a < b || (a == b && order[i] < order[i + 1])) << "position " << i;
+    moved = moved || order[i] != i;
+  }
+  EXPECT_TRUE(moved);
+  EXPECT_EQ(workflow::sort_by_token_count(tok, lines, o.max_length)[0], lines[order[0]]);
 }
 
 TEST(MiniLM, BadInputsNameTheFile) {

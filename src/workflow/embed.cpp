@@ -35,8 +35,8 @@ at::Tensor mean_pool_normalize(const at::Tensor& h, const at::Tensor& mask) {
   return torch::nn::functional::normalize(mean, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
 }
 
-std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
-                                             int64_t max_length, int64_t group) {
+std::vector<size_t> token_count_order(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
+                                      int64_t max_length, int64_t group) {
   TORCH_CHECK_VALUE(max_length > 2, "encode: max_length must be > 2, got ", max_length);
   TORCH_CHECK_VALUE(group >= 0, "encode: the sorting group must be >= 0 lines, got ", group);
   tokenization::EncodeOptions eo;
@@ -51,10 +51,21 @@ std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tok,
     std::stable_sort(first, first + static_cast<std::ptrdiff_t>(std::min(step, order.size() - begin)),
                      [&](size_t a, size_t b) { return enc[a].input_ids.size() < enc[b].input_ids.size(); });
   }
-  std::vector<std::string> sorted;
-  sorted.reserve(lines.size());
-  for (size_t i : order) sorted.push_back(lines[i]);
-  return sorted;
+  return order;
+}
+
+namespace {
+std::vector<std::string> in_order(const std::vector<std::string>& lines, const std::vector<size_t>& order) {
+  std::vector<std::string> out;
+  out.reserve(order.size());
+  for (size_t i : order) out.push_back(lines[i]);
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> sort_by_token_count(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
+                                             int64_t max_length, int64_t group) {
+  return in_order(lines, token_count_order(tok, lines, max_length, group));
 }
 
 std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
@@ -119,7 +130,20 @@ Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batch
 Embeddings embed(TaskModel& model, const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
                  const EmbedOptions& o) {
   TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
-  return embed_batches(model, encode_batches(tok, lines, o.max_length, o.batch_size), tok.pad_token_id(), o.progress);
+  if (!o.length_sorted) {
+    return embed_batches(model, encode_batches(tok, lines, o.max_length, o.batch_size), tok.pad_token_id(), o.progress);
+  }
+  const auto order = token_count_order(tok, lines, o.max_length);
+  Embeddings e = embed_batches(model, encode_batches(tok, in_order(lines, order), o.max_length, o.batch_size),
+                               tok.pad_token_id(), o.progress);
+  // Row i holds line order[i]: move it back to row order[i].
+  std::vector<int64_t> back(order.size());
+  for (size_t i = 0; i < order.size(); ++i) back[order[i]] = static_cast<int64_t>(i);
+  const at::Tensor rows = torch::tensor(back, torch::kLong);
+  for (at::Tensor* t : {&e.input_ids, &e.attention_mask, &e.last_hidden_state, &e.sentence_embedding}) {
+    *t = t->index_select(0, rows);
+  }
+  return e;
 }
 
 }  // namespace qdqbert::workflow

@@ -16,7 +16,7 @@ namespace {
 
 struct EmbedArgs {
   bool strict = false, export_mode = false;
-  std::string model, text_file, output, quant_config;
+  std::string model, text_file, output, quant_config, batching = "length";
   int64_t max_length = 128, batch_size = 32;
   int threads = 0;
 };
@@ -31,6 +31,7 @@ void run(const EmbedArgs& a) {
   workflow::EmbedOptions o;
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
+  o.length_sorted = a.batching == "length";
   const bool bar = static_cast<int64_t>(lines.size()) > a.batch_size;
   if (bar) {
     o.progress = [](int64_t done, int64_t total) {
@@ -66,6 +67,10 @@ Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for eac
                 app.add_option("--max-length", a->max_length, "truncate to this many tokens")
                     ->check(int_range(3, kMaxLength));
                 app.add_option("--batch-size", a->batch_size, "lines per forward pass")->check(int_range(1, kMaxBatchSize));
+                app.add_option("--batching", a->batching,
+                               "length (default): batches of lines of like token count (little padding), written in "
+                               "the order of the text; input: batches of consecutive lines")
+                    ->check(CLI::IsMember({"length", "input"}));
                 add_threads_option(app, a->threads);
                 app.final_callback([a] { run(*a); });
               }});
