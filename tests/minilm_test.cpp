@@ -184,6 +184,20 @@ TEST(MiniLM, SortByTokenCountSortsEachGroupOnItsOwn) {
   // Truncation counts: at max_length 4 "one two three" and "x y z w" tie with "b c" and keep their order.
   EXPECT_EQ(workflow::sort_by_token_count(tok, lines, 4, 0), (V{"a", "d", "e", "one two three", "b c", "x y z w", "f g"}));
   EXPECT_NE(qt::error_message([&] { workflow::sort_by_token_count(tok, lines, 128, -1); }).find("group"), std::string::npos);
+  // A text longer than the chunk the counts are taken in (4096 lines): line i has i % 7 words after its
+  // number, so the order is by i % 7, then by i.
+  std::vector<std::string> many;
+  for (size_t i = 0; i < 5000; ++i) {
+    std::string l = std::to_string(i % 10);
+    for (size_t w = 0; w < i % 7; ++w) l += " word";
+    many.push_back(l);
+  }
+  const auto order = workflow::token_count_order(tok, many, 128);
+  ASSERT_EQ(order.size(), many.size());
+  for (size_t k = 0; k + 1 < order.size(); ++k) {
+    const size_t a = order[k], b = order[k + 1];
+    ASSERT_TRUE(a % 7 < b % 7 || (a % 7 == b % 7 && a < b)) << "positions " << k << ", " << k + 1 << ": lines " << a << ", " << b;
+  }
 }
 
 TEST(MiniLM, EmbedCliMatchesTransformers) {
@@ -204,6 +218,14 @@ TEST(MiniLM, EmbedCliMatchesTransformers) {
   EXPECT_TRUE(qt::rows_close(got["last_hidden_state"], g["last_hidden_state"], g["attention_mask"], rtol,
                              "last_hidden_state"));
   EXPECT_TRUE(qt::rows_close(got["sentence_embedding"], g["sentence_embedding"], {}, rtol, "sentence_embedding"));
+  // --sentence-only leaves every token's vector out; --batching input runs consecutive lines together.
+  const std::string lean = cmd.substr(0, cmd.size() - 5) + " --sentence-only --batching input 2>&1";
+  ASSERT_EQ(std::system(lean.c_str()), 0) << lean;
+  got = io::load_safetensors(out);
+  EXPECT_EQ(got.count("last_hidden_state"), 0u);
+  EXPECT_TRUE(torch::equal(got["input_ids"], g["input_ids"]));
+  EXPECT_TRUE(torch::equal(got["attention_mask"], g["attention_mask"]));
+  EXPECT_TRUE(qt::rows_close(got["sentence_embedding"], g["sentence_embedding"], {}, rtol, "sentence_embedding (lean)"));
   std::filesystem::remove(out);
 }
 
@@ -228,6 +250,12 @@ TEST(MiniLM, EmbedInBatchesOfLikeLengthKeepsTheOrderOfTheText) {
   EXPECT_TRUE(qt::rows_close(sorted.last_hidden_state, consecutive.last_hidden_state, consecutive.attention_mask, rtol,
                              "last_hidden_state"));
   EXPECT_TRUE(qt::rows_close(sorted.sentence_embedding, consecutive.sentence_embedding, {}, rtol, "sentence_embedding"));
+  // Without the hidden states: the same batches, so the same sentence embeddings to the bit.
+  o.hidden_states = false;
+  const auto lean = workflow::embed(*model, tok, lines, o);
+  EXPECT_FALSE(lean.last_hidden_state.defined());
+  EXPECT_TRUE(torch::equal(lean.sentence_embedding, sorted.sentence_embedding));
+  EXPECT_TRUE(torch::equal(lean.input_ids, sorted.input_ids));
   // The order it ran in: every line once, token counts never falling, ties in the order of the text, and
   // not the order of the text itself (else the rows above were never moved).
   const auto order = workflow::token_count_order(tok, lines, o.max_length);

@@ -42,14 +42,22 @@ std::vector<size_t> token_count_order(const tokenization::Tokenizer& tok, const 
   tokenization::EncodeOptions eo;
   eo.truncation = tokenization::Truncation::LongestFirst;
   eo.max_length = max_length;
-  const auto enc = tok.encode_batch(lines, {}, eo);
+  // Token counts only, a chunk of lines at a time: the encodings of a whole large text would not fit.
+  constexpr size_t kChunk = 4096;
+  std::vector<size_t> count(lines.size());
+  for (size_t begin = 0; begin < lines.size(); begin += kChunk) {
+    const auto first = lines.begin() + static_cast<std::ptrdiff_t>(begin);
+    const auto enc =
+        tok.encode_batch({first, first + static_cast<std::ptrdiff_t>(std::min(kChunk, lines.size() - begin))}, {}, eo);
+    for (size_t j = 0; j < enc.size(); ++j) count[begin + j] = enc[j].input_ids.size();
+  }
   std::vector<size_t> order(lines.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   const size_t step = group > 0 ? static_cast<size_t>(group) : std::max<size_t>(1, order.size());
   for (size_t begin = 0; begin < order.size(); begin += step) {
     const auto first = order.begin() + static_cast<std::ptrdiff_t>(begin);
     std::stable_sort(first, first + static_cast<std::ptrdiff_t>(std::min(step, order.size() - begin)),
-                     [&](size_t a, size_t b) { return enc[a].input_ids.size() < enc[b].input_ids.size(); });
+                     [&](size_t a, size_t b) { return count[a] < count[b]; });
   }
   return order;
 }
@@ -91,59 +99,67 @@ std::vector<ModelInputs> encode_batches(const tokenization::Tokenizer& tok, cons
   return batches;
 }
 
-Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batches, int64_t pad_token_id,
-                         const std::function<void(int64_t, int64_t)>& progress) {
+namespace {
+
+// Runs the batches and writes the k-th row, in batch order, to row dest[k] of the result (dest empty: row k),
+// padded to the longest batch. The result is allocated once and filled batch by batch, so the peak is the
+// result plus one batch's activations.
+Embeddings embed_rows(TaskModel& model, const std::vector<ModelInputs>& batches, const std::vector<int64_t>& dest,
+                      int64_t pad_token_id, bool hidden_states, const std::function<void(int64_t, int64_t)>& progress) {
   TORCH_CHECK_VALUE(!batches.empty(), "embed: no lines");
   torch::NoGradGuard no_grad;
-  int64_t n = 0, done = 0, longest = 0;
-  for (const auto& b : batches) n += b.input_ids.size(0);
-  std::vector<at::Tensor> ids, masks, hidden, emb;
+  int64_t n = 0, longest = 0;
+  for (const auto& b : batches) {
+    n += b.input_ids.size(0);
+    longest = std::max(longest, b.input_ids.size(1));
+  }
+  TORCH_INTERNAL_ASSERT(dest.empty() || static_cast<int64_t>(dest.size()) == n);
+  const at::Tensor where = dest.empty() ? torch::arange(n, torch::kLong) : torch::tensor(dest, torch::kLong);
+  Embeddings r;
+  int64_t done = 0;
   for (const auto& in : batches) {
     ModelOutput out = model.run(in);
     TORCH_CHECK_VALUE(out.last_hidden_state.defined(), "embed: ", model.class_name(), " gives no last_hidden_state");
-    ids.push_back(in.input_ids);
-    masks.push_back(in.attention_mask);
-    hidden.push_back(out.last_hidden_state);
-    emb.push_back(mean_pool_normalize(out.last_hidden_state, in.attention_mask));
-    longest = std::max(longest, in.input_ids.size(1));
-    done += in.input_ids.size(0);
+    const at::Tensor& h = out.last_hidden_state;
+    if (!r.input_ids.defined()) {
+      r.input_ids = torch::full({n, longest}, pad_token_id, in.input_ids.options());
+      r.attention_mask = torch::zeros({n, longest}, in.attention_mask.options());
+      if (hidden_states) r.last_hidden_state = torch::zeros({n, longest, h.size(2)}, h.options());
+      r.sentence_embedding = torch::zeros({n, h.size(2)}, h.options());
+    }
+    const int64_t rows = in.input_ids.size(0);
+    const at::Tensor at_rows = where.slice(0, done, done + rows);
+    auto put = [&](at::Tensor& into, const at::Tensor& from) {
+      into.narrow(1, 0, from.size(1)).index_copy_(0, at_rows.to(into.device()), from.to(into.device()));
+    };
+    put(r.input_ids, in.input_ids);
+    put(r.attention_mask, in.attention_mask);
+    if (hidden_states) put(r.last_hidden_state, h);
+    r.sentence_embedding.index_copy_(0, at_rows.to(h.device()), mean_pool_normalize(h, in.attention_mask.to(h.device())));
+    done += rows;
     if (progress) progress(done, n);
   }
-  namespace F = torch::nn::functional;
-  auto pad_to = [&](std::vector<at::Tensor>& v, int64_t value) {
-    for (auto& t : v) {
-      const int64_t extra = longest - t.size(1);
-      if (extra == 0) continue;
-      std::vector<int64_t> pad = t.dim() == 3 ? std::vector<int64_t>{0, 0, 0, extra} : std::vector<int64_t>{0, extra};
-      t = F::pad(t, F::PadFuncOptions(pad).value(static_cast<double>(value)));
-    }
-    return torch::cat(v, 0);
-  };
-  Embeddings r;
-  r.input_ids = pad_to(ids, pad_token_id);
-  r.attention_mask = pad_to(masks, 0);
-  r.last_hidden_state = pad_to(hidden, 0);
-  r.sentence_embedding = torch::cat(emb, 0);
   return r;
+}
+
+}  // namespace
+
+Embeddings embed_batches(TaskModel& model, const std::vector<ModelInputs>& batches, int64_t pad_token_id,
+                         const std::function<void(int64_t, int64_t)>& progress) {
+  return embed_rows(model, batches, {}, pad_token_id, true, progress);
 }
 
 Embeddings embed(TaskModel& model, const tokenization::Tokenizer& tok, const std::vector<std::string>& lines,
                  const EmbedOptions& o) {
   TORCH_CHECK_VALUE(!lines.empty(), "embed: no lines");
   if (!o.length_sorted) {
-    return embed_batches(model, encode_batches(tok, lines, o.max_length, o.batch_size), tok.pad_token_id(), o.progress);
+    return embed_rows(model, encode_batches(tok, lines, o.max_length, o.batch_size), {}, tok.pad_token_id(),
+                      o.hidden_states, o.progress);
   }
+  // The k-th line run is lines[order[k]]: its row goes back to order[k].
   const auto order = token_count_order(tok, lines, o.max_length);
-  Embeddings e = embed_batches(model, encode_batches(tok, in_order(lines, order), o.max_length, o.batch_size),
-                               tok.pad_token_id(), o.progress);
-  // Row i holds line order[i]: move it back to row order[i].
-  std::vector<int64_t> back(order.size());
-  for (size_t i = 0; i < order.size(); ++i) back[order[i]] = static_cast<int64_t>(i);
-  const at::Tensor rows = torch::tensor(back, torch::kLong);
-  for (at::Tensor* t : {&e.input_ids, &e.attention_mask, &e.last_hidden_state, &e.sentence_embedding}) {
-    *t = t->index_select(0, rows);
-  }
-  return e;
+  return embed_rows(model, encode_batches(tok, in_order(lines, order), o.max_length, o.batch_size),
+                    std::vector<int64_t>(order.begin(), order.end()), tok.pad_token_id(), o.hidden_states, o.progress);
 }
 
 }  // namespace qdqbert::workflow

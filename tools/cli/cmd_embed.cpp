@@ -15,7 +15,7 @@ namespace qdqbert::cli {
 namespace {
 
 struct EmbedArgs {
-  bool strict = false, export_mode = false;
+  bool strict = false, export_mode = false, sentence_only = false;
   std::string model, text_file, output, quant_config, batching = "length";
   int64_t max_length = 128, batch_size = 32;
   int threads = 0;
@@ -32,6 +32,7 @@ void run(const EmbedArgs& a) {
   o.max_length = a.max_length;
   o.batch_size = a.batch_size;
   o.length_sorted = a.batching == "length";
+  o.hidden_states = !a.sentence_only;
   const bool bar = static_cast<int64_t>(lines.size()) > a.batch_size;
   if (bar) {
     o.progress = [](int64_t done, int64_t total) {
@@ -43,12 +44,11 @@ void run(const EmbedArgs& a) {
     };
   }
   auto e = workflow::embed(*model, *tok, lines, o);
-  io::save_safetensors(a.output,
-                       std::map<std::string, at::Tensor>{{"input_ids", e.input_ids},
-                                                         {"attention_mask", e.attention_mask},
-                                                         {"last_hidden_state", e.last_hidden_state},
-                                                         {"sentence_embedding", e.sentence_embedding}},
-                       {{"format", "pt"}, {"producer", "qdqbert-cli embed"}});
+  std::map<std::string, at::Tensor> tensors = {{"input_ids", e.input_ids},
+                                               {"attention_mask", e.attention_mask},
+                                               {"sentence_embedding", e.sentence_embedding}};
+  if (e.last_hidden_state.defined()) tensors["last_hidden_state"] = e.last_hidden_state;
+  io::save_safetensors(a.output, tensors, {{"format", "pt"}, {"producer", "qdqbert-cli embed"}});
   std::printf("embedded %zu lines (padded length %lld, dim %lld) -> %s\n", lines.size(),
               static_cast<long long>(e.input_ids.size(1)), static_cast<long long>(e.sentence_embedding.size(1)),
               a.output.c_str());
@@ -71,6 +71,9 @@ Register reg({"embed", "Sentence embeddings (mean-pooled, L2-normalised) for eac
                                "length (default): batches of lines of like token count (little padding), written in "
                                "the order of the text; input: batches of consecutive lines")
                     ->check(CLI::IsMember({"length", "input"}));
+                app.add_flag("--sentence-only", a->sentence_only,
+                             "write input_ids, attention_mask and sentence_embedding, not last_hidden_state (every "
+                             "token's vector: at length 128, 128x the size of the sentence embedding)");
                 add_threads_option(app, a->threads);
                 app.final_callback([a] { run(*a); });
               }});
