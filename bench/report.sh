@@ -6,7 +6,7 @@
 # loading, and the tokenizer against HF tokenizers (identical ids checked). The raw outputs stay in OUT_DIR.
 # Benchmarks measure; ctest checks behaviour.
 # usage: bench/report.sh BUILD_DIR MINILM_DIR PYTHON_WITH_TRANSFORMERS [THREADS] [OUT_DIR]
-#   e.g. bench/report.sh build build/minilm /opt/refvenv/bin/python   (about 13 minutes on 2 cores)
+#   e.g. bench/report.sh build build/minilm /opt/refvenv/bin/python   (about 6 minutes on 2 cores)
 set -euo pipefail
 BUILD=${1:?usage: bench/report.sh BUILD_DIR MINILM_DIR PYTHON [THREADS] [OUT_DIR]}
 MODEL=${2:?all-MiniLM-L6-v2 folder (tools/fetch-minilm.sh DIR)}

@@ -135,7 +135,7 @@ Embeddings embed_rows(TaskModel& model, const std::vector<ModelInputs>& batches,
     put(r.input_ids, in.input_ids);
     put(r.attention_mask, in.attention_mask);
     if (hidden_states) put(r.last_hidden_state, h);
-    r.sentence_embedding.index_copy_(0, at_rows.to(h.device()), mean_pool_normalize(h, in.attention_mask.to(h.device())));
+    put(r.sentence_embedding, mean_pool_normalize(h, in.attention_mask.to(h.device())));
     done += rows;
     if (progress) progress(done, n);
   }
